@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.keel.postgres.plugins.module_utils import pg
 from ansible_collections.keel.postgres.plugins.module_utils.errors import GateFailed, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics

@@ -18,7 +18,7 @@ description:
     found and the threshold, and the full report is still returned.
   - Client tools older than the server always fail the task unless O(client_tools=report) or O(client_tools=skip).
 author:
-  - keel.postgres contributors
+  - keel.postgres maintainers (@keel-postgres)
 extends_documentation_fragment:
   - keel.postgres.connection
 attributes:
