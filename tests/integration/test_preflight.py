@@ -131,7 +131,7 @@ def test_waiting_session_is_reported_with_its_blocker(run_preflight, connection,
 
 
 def _wait_until_waiting(pg_cluster, pg_db, pid):
-    for _ in range(100):
+    for _attempt in range(100):
         rows = pg_cluster.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,), dbname=pg_db)
         if rows and rows[0][0] == "Lock":
             return
@@ -172,7 +172,8 @@ def test_partitioned_table_sums_its_partitions(run_preflight, connection, pg_clu
 
 
 def test_pg_stat_statements_usable_once_created(run_preflight, connection, pg_cluster, pg_db):
-    _, before = run_preflight(**connection)
+    before_run, before = run_preflight(**connection)
+    before_run.assert_ok()
     assert before["result"]["pg_stat_statements"]["usable"] is False
     assert "CREATE EXTENSION" in before["result"]["pg_stat_statements"]["problem"]
     pg_cluster.execute("CREATE EXTENSION pg_stat_statements", dbname=pg_db)
@@ -289,3 +290,19 @@ def test_module_sessions_are_named_and_left_out(run_preflight, connection, idle_
     names = [tx["application_name"] for tx in task["result"]["transactions"]]
     assert "forgotten-psql" in names
     assert "keel.postgres/preflight" not in names
+
+
+def test_missing_psycopg_on_the_module_host_is_a_clear_failure(run_playbook, pg_cluster, tmp_path):
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    result = run_playbook(PLAYBOOK, extra_vars={
+        "ansible_python_interpreter": str(bare / "bin" / "python"),
+        "preflight_args": {"login_host": pg_cluster.host, "port": pg_cluster.port},
+    })
+    assert result.rc != 0
+    message = result.task("preflight")["result"]["msg"]
+    assert "Failed to import the required Python library (psycopg (version 3" in message
+    assert "pip install 'psycopg[binary]'" in message
