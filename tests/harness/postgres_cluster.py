@@ -221,6 +221,28 @@ class PostgresCluster:
         with (self.data_dir / "postgresql.conf").open("a") as config:
             config.write(f"\n# Test harness settings, rewritten at every start.\ninclude '{SETTINGS_FILE}'\n")
 
+    def clone_as_standby_of(self, primary: PostgresCluster) -> None:
+        """Fill this (empty) cluster with a base backup of `primary`, set up to stream from it.
+
+        `pg_basebackup --write-recovery-conf` leaves standby.signal and
+        primary_conninfo behind, so `start()` brings up a hot standby; the
+        copied postgresql.conf includes the harness settings by relative name,
+        so the standby gets its own port and socket directory.
+        """
+        if self.is_initialized:
+            raise PostgresClusterError(f"{self.data_dir} already holds a cluster")
+        self._prepare_base_dir()
+        self._run_server_program(
+            "pg_basebackup",
+            f"--pgdata={self.data_dir}",
+            f"--host={primary.host}",
+            f"--port={primary.port}",
+            f"--username={SUPERUSER}",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--write-recovery-conf",
+        )
+
     def start(self, *, detach: bool = False, timeout: float = 60.0) -> None:
         """Start the server (running initdb first if needed) and wait for connections.
 

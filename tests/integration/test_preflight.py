@@ -9,16 +9,9 @@ import time
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.conftest import PLAYBOOK
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: preflight
-      keel.postgres.preflight: "{{ preflight_args }}"
-      register: preflight_result
-"""
+pytestmark = pytest.mark.integration
 
 # Module options given one by one (not as a templated dict) for the ssl_mode
 # case, to prove the module's own argument validation names the field.
@@ -32,20 +25,6 @@ SSL_PLAYBOOK = """
         port: "{{ port }}"
         ssl_mode: "{{ ssl_mode }}"
 """
-
-
-@pytest.fixture
-def connection(pg_cluster, pg_db):
-    return {"login_host": pg_cluster.host, "port": pg_cluster.port, "login_user": pg_cluster.user, "db": pg_db}
-
-
-@pytest.fixture
-def run_preflight(run_playbook):
-    def run(check=False, **args):
-        result = run_playbook(PLAYBOOK, extra_vars={"preflight_args": args}, check=check)
-        return result, result.task("preflight")
-
-    return run
 
 
 @pytest.fixture

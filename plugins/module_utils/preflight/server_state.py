@@ -148,7 +148,7 @@ def replication_status(conn: Any, in_recovery: bool) -> Dict[str, Any]:
     if in_recovery:
         return {"role": "standby", "standbys": [], "slots": [], "self": _standby_self_lag(conn)}
     standbys = conn.execute(
-        "SELECT application_name, client_addr::text, state, sync_state,"
+        "SELECT application_name, host(client_addr), state, sync_state,"
         " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8,"
         " extract(epoch FROM replay_lag)::float8"
         " FROM pg_stat_replication ORDER BY application_name"

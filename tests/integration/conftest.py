@@ -1,0 +1,32 @@
+"""Fixtures shared by the integration tests of keel.postgres modules."""
+
+from __future__ import annotations
+
+import pytest
+
+# The module's options come in as one variable so each test states only what it varies.
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: preflight
+      keel.postgres.preflight: "{{ preflight_args }}"
+      register: preflight_result
+"""
+
+
+@pytest.fixture
+def connection(pg_cluster, pg_db):
+    """Connection options for the test's own database on the session cluster."""
+    return {"login_host": pg_cluster.host, "port": pg_cluster.port, "login_user": pg_cluster.user, "db": pg_db}
+
+
+@pytest.fixture
+def run_preflight(run_playbook):
+    """Run keel.postgres.preflight with the given options; returns (playbook result, task record)."""
+
+    def run(check=False, **args):
+        result = run_playbook(PLAYBOOK, extra_vars={"preflight_args": args}, check=check)
+        return result, result.task("preflight")
+
+    return run
