@@ -38,13 +38,13 @@ def load(conn: psycopg.Connection) -> None:
         return
     conn.execute(
         "INSERT INTO customers (email, country)"
-        " SELECT 'customer' || g || '@example.invalid', (ARRAY['DE','FR','US','BR','JP'])[1 + g % 5]"
+        " SELECT 'customer' || g || '@example.invalid', (ARRAY['DE','FR','US','BR','JP'])[1 + g %% 5]"
         " FROM generate_series(1, %s) g",
         (CUSTOMERS,),
     )
     conn.execute(
         "INSERT INTO orders (customer_id, amount, created_at)"
-        " SELECT 1 + g % %s, round((g % 997) * 1.37, 2), now() - make_interval(mins => g)"
+        " SELECT 1 + g %% %s, round((g %% 997) * 1.37, 2), now() - make_interval(mins => g)"
         " FROM generate_series(1, %s) g",
         (CUSTOMERS, ORDERS),
     )
