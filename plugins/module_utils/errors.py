@@ -22,6 +22,8 @@ class KeelError(Exception):
         self.message = message
         self.field = field
         self.cause = cause
+        # Structured facts returned beside ``msg`` (a gate's report, the sessions blocking a lock).
+        self.details: dict = {}
 
 
 class InvalidOption(KeelError):
@@ -58,4 +60,4 @@ class GateFailed(KeelError):
 
     def __init__(self, message: str, report: dict) -> None:
         super().__init__(message)
-        self.report = report
+        self.details = report

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.keel.postgres.plugins.module_utils import pg
-from ansible_collections.keel.postgres.plugins.module_utils.errors import GateFailed, KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 
 PSYCOPG_URL = "https://www.psycopg.org/psycopg3/docs/basic/install.html"
@@ -45,10 +45,8 @@ class KeelModule(AnsibleModule):
         """Run the engine call and exit with its result, or fail with its error."""
         try:
             result = work(self)
-        except GateFailed as exc:
-            self._fail(exc, extra=exc.report)
         except KeelError as exc:
-            self._fail(exc)
+            self._fail(exc, extra=exc.details)
         except Exception as exc:  # a psycopg error the engine did not translate
             if pg.psycopg is not None and isinstance(exc, pg.psycopg.Error):
                 self._fail_database_error(exc)

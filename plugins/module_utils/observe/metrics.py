@@ -37,6 +37,11 @@ class RunMetrics:
     def count(self, name: str, amount: Number = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + amount
 
+    def maximum(self, name: str, value: Number) -> None:
+        """Keep the largest value seen (longest lock wait, peak lag)."""
+        if value > self._counters.get(name, value - 1):
+            self._counters[name] = value
+
     def as_dict(self) -> Dict[str, object]:
         return {
             "duration_ms": round((time.monotonic() - self._started) * 1000.0, 3),

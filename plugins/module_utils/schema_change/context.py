@@ -1,0 +1,72 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What an operation gets to work with: the connection and the safe ways to change things."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog, lock_guard
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
+    TableInfo,
+    require_table,
+    resolve_table,
+)
+
+
+class BackfillSettings(NamedTuple):
+    batch_size: int
+    pause_ratio: float  # sleep this fraction of each batch's duration between batches
+    max_replication_lag: Optional[float]  # seconds; None = do not watch standbys
+    lag_wait_timeout: float
+
+
+class MigrationContext:
+    def __init__(self, conn: Any, name: str, policy: lock_guard.LockPolicy, backfill: BackfillSettings,
+                 metrics: RunMetrics) -> None:
+        self.conn = conn
+        self.name = name
+        self.policy = policy
+        self.backfill_settings = backfill
+        self.metrics = metrics
+
+    # -- reading ---------------------------------------------------------------
+
+    def table(self, table: TableName, field: str = "table") -> TableInfo:
+        return require_table(self.conn, table, field)
+
+    def maybe_table(self, table: TableName) -> Optional[TableInfo]:
+        return resolve_table(self.conn, table)
+
+    def helper_name(self, op_index: int, purpose: str, base: str) -> str:
+        """A deterministic name for an object this migration adds, unique per migration and operation.
+
+        Deterministic so a resumed run finds what an interrupted one created.
+        """
+        digest = hashlib.sha1("{0}:{1}".format(self.name, op_index).encode()).hexdigest()[:6]
+        return "_keel_{0}_{1}_{2}".format(digest, purpose, base)[:63]
+
+    # -- changing, always under the lock guard -----------------------------------
+
+    def guarded(self, description: str, tables: List[str], work: Callable[[Any], None],
+                long_running: bool = False) -> None:
+        """One transaction under lock_timeout with retries; ``long_running`` lifts statement_timeout
+        for steps that scan by design under a weak lock (VALIDATE CONSTRAINT)."""
+        policy = self.policy._replace(statement_timeout=0) if long_running else self.policy
+        lock_guard.run_in_guarded_transaction(self.conn, work, policy, self.metrics, tables, description)
+
+    def concurrently(self, description: str, tables: List[str], statement: Any,
+                     on_lock_timeout: Optional[Callable[[], None]] = None) -> None:
+        lock_guard.run_outside_transaction(self.conn, statement, self.policy, self.metrics, tables, description,
+                                           on_lock_timeout)
+
+    # -- remembering between phases and runs -----------------------------------
+
+    def load_state(self, key: str) -> Dict[str, Any]:
+        return catalog.load_operation_state(self.conn, self.name, key)
+
+    def save_state(self, key: str, state: Dict[str, Any]) -> None:
+        catalog.save_operation_state(self.conn, self.name, key, state)

@@ -1,0 +1,64 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""rename_column: renamed at the switch-over (a catalog-only change), not before."""
+
+from __future__ import annotations
+
+from typing import List, Set
+
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
+    require_column,
+    table_identifier,
+)
+
+try:
+    from psycopg import sql
+except ImportError:
+    sql = None
+
+
+class RenameColumn(Operation):
+    kind = "rename_column"
+    required = ("table", "from", "to")
+
+    def parse(self) -> None:
+        self.table = self.table_option()
+        self.old = self.identifier_option("from")
+        self.new = self.identifier_option("to")
+        if self.old == self.new:
+            raise InvalidOption(self.sub("to"), "is the same name as from")
+
+    def describe(self) -> str:
+        return "rename_column {0}.{1} -> {2}".format(self.table, self.old, self.new)
+
+    def targets(self) -> Set[Target]:
+        return {(str(self.table), self.old), (str(self.table), self.new)}
+
+    def tables(self) -> List[TableName]:
+        return [self.table]
+
+    def validate(self, ctx: MigrationContext) -> None:
+        info = ctx.table(self.table, self.sub("table"))
+        require_column(info, self.old, self.sub("from"))
+        if self.new in info.columns:
+            raise InvalidOption(self.sub("to"), "table {0} already has a column {1!r}".format(info.qualified, self.new))
+
+    def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
+        if phase == "complete":
+            return [p.step("complete", self.describe(), "RENAME COLUMN (metadata only)", p.ACCESS_EXCLUSIVE,
+                           warning="clients using the old name {0} fail from here on; views keep working".format(
+                               self.old))]
+        return []
+
+    def complete(self, ctx: MigrationContext) -> None:
+        info = ctx.table(self.table)
+        if self.old not in info.columns:
+            return
+        statement = sql.SQL("ALTER TABLE {0} RENAME COLUMN {1} TO {2}").format(
+            table_identifier(info), sql.Identifier(self.old), sql.Identifier(self.new))
+        ctx.guarded("rename column {0}".format(self.old), [info.qualified], lambda conn: conn.execute(statement))

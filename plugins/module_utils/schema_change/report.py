@@ -1,0 +1,39 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Migrations as ``migration_info`` reports them: phase, progress, timings, rollback MTTR."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
+
+
+def migration_reports(conn: Any, name: Optional[str] = None) -> List[Dict[str, Any]]:
+    return [_report(conn, record) for record in catalog.list_migrations(conn, name)]
+
+
+def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
+    backfills = catalog.backfills_of(conn, record.name)
+    done = sum(b["rows_done"] for b in backfills)
+    estimated = sum(b["rows_estimated"] or 0 for b in backfills)
+    return {
+        "name": record.name,
+        "phase": record.phase,
+        "in_flight": record.phase in catalog.IN_FLIGHT,
+        "tables": list(record.tables),
+        "operations": record.operations,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "phase_seconds": {phase: round(seconds, 3) for phase, seconds in record.phase_seconds.items()},
+        "rollback_seconds": None if record.rollback_seconds is None else round(record.rollback_seconds, 3),
+        "last_error": record.last_error,
+        "progress": {
+            "rows_backfilled": done,
+            "rows_estimated": estimated or None,
+            # Estimates come from the planner's statistics: they can be off, so never show more than 100%.
+            "percent": None if not estimated else min(100.0, round(100.0 * done / estimated, 1)),
+            "backfills_done": all(b["done"] for b in backfills),
+        },
+        "backfills": backfills,
+    }

@@ -1,0 +1,121 @@
+#!/usr/bin/python
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_info
+short_description: Report keel.postgres migrations, their progress, timings and rollback times
+version_added: 0.1.0
+description:
+  - Reads the migration catalog (schema C(keel)) that M(keel.postgres.schema_change) keeps in the database.
+  - For each migration, its phase, tables and operations, wall time per phase, backfill progress
+    (rows backfilled against the planner's estimate) and how long its rollback took (the rollback MTTR KPI).
+  - Read-only. A database where no migration ever ran reports an empty list.
+author:
+  - keel.postgres maintainers (@keel-postgres)
+extends_documentation_fragment:
+  - keel.postgres.connection
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+    description: Nothing is changed.
+options:
+  name:
+    description: Report only this migration.
+    type: str
+seealso:
+  - module: keel.postgres.schema_change
+"""
+
+EXAMPLES = r"""
+- name: Watch a long backfill (run the migration with async, poll this)
+  keel.postgres.migration_info:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+  register: info
+
+- name: Show progress
+  ansible.builtin.debug:
+    msg: "{{ info.migrations[0].phase }}: {{ info.migrations[0].progress.percent }}%"
+"""
+
+RETURN = r"""
+migrations:
+  description: Migrations, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Migration name.
+      type: str
+    phase:
+      description:
+        - V(started), V(completed), V(rolled_back), or V(starting), V(completing), V(rolling_back)
+          when a run was interrupted in that phase (re-run the same task to resume).
+      type: str
+    in_flight:
+      description: Whether the migration is unfinished (its tables are refused to other migrations).
+      type: bool
+    tables:
+      description: Schema-qualified tables it touches.
+      type: list
+      elements: str
+    operations:
+      description: The operations as given.
+      type: list
+      elements: dict
+    created_at:
+      description: When the migration was first started (ISO 8601).
+      type: str
+    updated_at:
+      description: Last change of its record.
+      type: str
+    phase_seconds:
+      description: Wall time spent per phase (V(start), V(complete), V(rollback)), summed over runs.
+      type: dict
+      sample: {start: 84.2, complete: 0.4}
+    rollback_seconds:
+      description: Duration of the rollback, null if never rolled back.
+      type: float
+    last_error:
+      description: Why the last run stopped, if it failed.
+      type: str
+    progress:
+      description: Backfill progress (C(rows_backfilled), C(rows_estimated), C(percent), C(backfills_done)).
+      type: dict
+    backfills:
+      description: Each backfill step with rows, batches and timestamps.
+      type: list
+      elements: dict
+metrics:
+  description: Duration of the run in milliseconds.
+  returned: always
+  type: dict
+"""
+
+from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.report import migration_reports
+
+
+def migration_info(module):
+    conn = module.connect()
+    try:
+        with module.metrics.phase("read"):
+            return {"migrations": migration_reports(conn, module.params["name"])}
+    finally:
+        conn.close()
+
+
+def main():
+    module = KeelModule("migration_info", dict(name=dict(type="str")), supports_check_mode=True)
+    module.run(migration_info)
+
+
+if __name__ == "__main__":
+    main()
