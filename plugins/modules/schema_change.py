@@ -42,24 +42,24 @@ options:
     required: true
   operations:
     description:
-      - The migration, a list of single-key mappings C({<operation>: {<options>}}), applied in order
-        (rolled back in reverse order).
-      - V(add_column) C({table, column, type, default, not_null, check, references: {table, column, on_delete}, up}).
+      - "The migration, a list of single-key mappings C({<operation>: {<options>}}), applied in order (rolled back in
+        reverse order)."
+      - "V(add_column) C({table, column, type, default, not_null, check, references: {table, column, on_delete}, up}).
         C(default), C(check) and C(up) are SQL expressions; C(up) fills existing rows and rows the old application
-        writes. C(not_null) needs C(default) or C(up).
-      - V(drop_column) C({table, column}), dropped when the migration completes.
-      - V(rename_column) C({table, from, to}), renamed when the migration completes.
-      - V(alter_column) C({table, column, type, using, not_null, default, drop_default}). A type change goes
-        through a new column, triggers, a batched backfill and a swap by rename at completion; C(using) is the
-        conversion expression (default C(column::type)). C(not_null=true) is reached through a validated CHECK.
-      - V(create_index) C({table, name, columns, unique, method, where}), built C(CONCURRENTLY).
-      - V(add_foreign_key) C({table, name, columns, references: {table, columns}, on_delete}) and
-        V(add_check) C({table, name, check}), added C(NOT VALID) and then validated.
-      - V(create_table) C({table, columns: [{name, type, not_null, default, primary_key, unique}]}),
-        V(drop_table) C({table}) (at completion), V(rename_table) C({table, to}) (at completion).
-      - V(raw_sql) C({up, down, tables}) runs your own statements under the lock guard; the plan flags statements
-        that hold ACCESS EXCLUSIVE while they scan or rewrite.
-      - Names must be plain identifiers (ASCII letters, digits, C(_), C($)); tables may be schema-qualified.
+        writes. C(not_null) needs C(default) or C(up)."
+      - "V(drop_column) C({table, column}), dropped when the migration completes."
+      - "V(rename_column) C({table, from, to}), renamed when the migration completes."
+      - "V(alter_column) C({table, column, type, using, not_null, default, drop_default}). A type change goes through
+        a new column, triggers, a batched backfill and a swap by rename at completion; C(using) is the conversion
+        expression (default C(column::type)). C(not_null=true) is reached through a validated CHECK."
+      - "V(create_index) C({table, name, columns, unique, method, where}), built C(CONCURRENTLY)."
+      - "V(add_foreign_key) C({table, name, columns, references: {table, columns}, on_delete}) and V(add_check)
+        C({table, name, check}), added C(NOT VALID) and then validated."
+      - "V(create_table) C({table, columns: [{name, type, not_null, default, primary_key, unique}]}), V(drop_table)
+        C({table}) (at completion), V(rename_table) C({table, to}) (at completion)."
+      - "V(raw_sql) C({up, down, tables}) runs your own statements under the lock guard; the plan flags statements
+        that hold ACCESS EXCLUSIVE while they scan or rewrite."
+      - "Names must be plain identifiers (ASCII letters, digits, C(_), C($)); tables may be schema-qualified."
     type: list
     elements: dict
     required: true

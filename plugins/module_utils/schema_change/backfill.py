@@ -154,6 +154,6 @@ def _wait_for_standbys(ctx: MigrationContext) -> None:
         if time.monotonic() > deadline:
             raise KeelError("backfill paused: replication lag {0:.1f} s stayed above max_replication_lag {1:.1f} s for "
                             "{2:.0f} s; the migration is resumable".format(lag, limit,
-                                                                          ctx.backfill_settings.lag_wait_timeout))
+                                                                           ctx.backfill_settings.lag_wait_timeout))
         ctx.metrics.count("replication_lag_waits")
         time.sleep(0.5)
