@@ -1,0 +1,144 @@
+"""keel.postgres.schema_change and migration_info through real ansible-playbook runs."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: schema_change
+      keel.postgres.schema_change: "{{ args }}"
+"""
+
+INFO_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: migration_info
+      keel.postgres.migration_info: "{{ args }}"
+"""
+
+WIDEN = [{"alter_column": {"table": "orders", "column": "amount", "type": "bigint"}}]
+
+
+@pytest.fixture
+def orders(pg_cluster, pg_db):
+    pg_cluster.execute(
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, amount int NOT NULL DEFAULT 0, note text);"
+        "INSERT INTO orders (amount, note) SELECT g, 'n' || g FROM generate_series(1, 3000) g; ANALYZE orders",
+        dbname=pg_db)
+    return "orders"
+
+
+@pytest.fixture
+def migrate(run_playbook, connection):
+    def run(name, operations, state="completed", check=False, diff=False, **options):
+        args = dict(connection, name=name, operations=operations, state=state, batch_size=500, **options)
+        result = run_playbook(PLAYBOOK, extra_vars={"args": args}, check=check, diff=diff)
+        return result, result.task("schema_change")["result"]
+
+    return run
+
+
+@pytest.fixture
+def migration_info(run_playbook, connection):
+    def run(**options):
+        result = run_playbook(INFO_PLAYBOOK, extra_vars={"args": dict(connection, **options)})
+        result.assert_ok()
+        return result.task("migration_info")["result"]["migrations"]
+
+    return run
+
+
+def column_type(pg_cluster, pg_db, column):
+    return pg_cluster.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                              " WHERE attrelid = 'orders'::regclass AND attname = %s", (column,), dbname=pg_db)[0][0]
+
+
+def test_completed_migration_is_idempotent(migrate, pg_cluster, pg_db, orders):
+    first, result = migrate("widen_amount", WIDEN)
+    first.assert_ok()
+    assert result["changed"] is True
+    assert result["phases"] == ["start", "complete"] and result["phase"] == "completed"
+    assert result["metrics"]["counters"]["rows_backfilled"] == 3000
+    assert column_type(pg_cluster, pg_db, "amount") == "bigint"
+    second, again = migrate("widen_amount", WIDEN)
+    second.assert_ok()
+    assert again["changed"] is False and again["phase"] == "completed" and again["phases"] == []
+
+
+def test_check_mode_returns_the_plan_and_changes_nothing(migrate, pg_cluster, pg_db, orders):
+    result, plan = migrate("widen_amount", WIDEN, check=True)
+    result.assert_ok()
+    assert plan["changed"] is True
+    actions = [(step["phase"], step["lock"], step["lock_held"]) for step in plan["plan"]]
+    assert ("start", "ROW EXCLUSIVE", "batches") in actions
+    assert ("complete", "ACCESS EXCLUSIVE", "brief") in actions
+    assert all(step["rows_estimate"] == 3000 for step in plan["plan"] if step["lock_held"] == "batches")
+    assert column_type(pg_cluster, pg_db, "amount") == "integer"
+    assert pg_cluster.execute("SELECT to_regnamespace('keel')", dbname=pg_db)[0][0] is None
+
+
+def test_diff_shows_table_definition_before_and_after(migrate, orders):
+    result, changed = migrate("widen_amount", WIDEN, diff=True)
+    result.assert_ok()
+    (table_diff,) = changed["diff"]
+    assert table_diff["before_header"] == "public.orders"
+    assert "  amount integer NOT NULL DEFAULT 0" in table_diff["before"]
+    assert "  amount bigint NOT NULL DEFAULT 0" in table_diff["after"]
+
+
+def test_migration_info_reports_phases_progress_and_rollback_time(migrate, migration_info, orders):
+    migrate("widen_amount", WIDEN, state="started")[0].assert_ok()
+    (started,) = migration_info(name="widen_amount")
+    assert started["phase"] == "started" and started["in_flight"] is True
+    assert started["tables"] == ["public.orders"]
+    assert started["progress"]["rows_backfilled"] == 3000
+    assert started["progress"]["percent"] == 100.0
+    assert started["phase_seconds"]["start"] > 0
+    migrate("widen_amount", WIDEN, state="rolled_back")[0].assert_ok()
+    (rolled_back,) = migration_info(name="widen_amount")
+    assert rolled_back["phase"] == "rolled_back" and rolled_back["in_flight"] is False
+    assert rolled_back["rollback_seconds"] is not None and rolled_back["rollback_seconds"] > 0
+    assert migration_info(name="no_such_migration") == []
+
+
+def test_migration_info_on_a_database_without_catalog_is_empty(migration_info):
+    assert migration_info() == []
+
+
+@pytest.mark.parametrize(
+    ("operations", "options", "field"),
+    [
+        ([{"add_column": {"table": "orders", "column": 'x"; DROP TABLE orders; --', "type": "int"}}], {},
+         "operations[0].add_column.column"),
+        ([{"add_column": {"table": "orders", "column": "x", "type": "bigintt"}}], {}, "operations[0].add_column.type"),
+        ([{"alter_column": {"table": "orders", "column": "nope", "type": "bigint"}}], {},
+         "operations[0].alter_column.column"),
+        (WIDEN, {"lock_timeout": "forever"}, "lock_timeout"),
+        (WIDEN, {"lock_timeout": "5min"}, "lock_timeout"),
+    ],
+)
+def test_bad_input_fails_naming_the_field_before_any_change(migrate, pg_cluster, pg_db, orders, operations, options,
+                                                            field):
+    result, failed = migrate("bad_input", operations, **options)
+    assert result.rc != 0
+    assert failed["field"] == field
+    assert failed["msg"].startswith(field + ": ")
+    assert column_type(pg_cluster, pg_db, "amount") == "integer"
+    assert pg_cluster.execute("SELECT count(*) FROM orders", dbname=pg_db)[0][0] == 3000
+
+
+def test_a_concurrent_run_on_the_same_table_is_refused(migrate, pg_cluster, pg_db, orders):
+    with psycopg.connect(pg_cluster.dsn(pg_db), autocommit=True) as other_run:
+        other_run.execute("SELECT pg_advisory_lock(hashtext('keel.table:public.orders'))")
+        result, refused = migrate("widen_amount", WIDEN)
+    assert result.rc != 0
+    assert refused["error"] == "migration_busy"
+    assert "another keel.postgres run is migrating public.orders right now" in refused["msg"]
+    assert column_type(pg_cluster, pg_db, "amount") == "integer"
