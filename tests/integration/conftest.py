@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.harness.collection_path import ensure_collection_importable
+
+ensure_collection_importable()
+
 # The module's options come in as one variable so each test states only what it varies.
 PLAYBOOK = """
 - hosts: localhost

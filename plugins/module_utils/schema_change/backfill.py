@@ -13,7 +13,7 @@ took, shrinks batches that got slow, and waits for lagging standbys.
 from __future__ import annotations
 
 import time
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
@@ -52,6 +52,16 @@ def backfill_key(info: TableInfo, field: str) -> List[str]:
 
 def run_backfill(ctx: MigrationContext, step: str, info: TableInfo, assignments: Any, field: str) -> BackfillResult:
     """UPDATE ``info`` SET ``assignments`` for every row, batch by batch, resumably."""
+    def update(key_range: Any) -> Any:
+        return sql.SQL("UPDATE {table} SET {assignments} WHERE {key_range}").format(
+            table=_table(info), assignments=assignments, key_range=key_range)
+
+    return run_batches(ctx, step, info, update, field)
+
+
+def run_batches(ctx: MigrationContext, step: str, info: TableInfo, statement_for: Callable[[Any], Any],
+                field: str) -> BackfillResult:
+    """Run ``statement_for(key range condition)`` over the whole table in keyset batches, resumably."""
     key = backfill_key(info, field)
     progress = catalog.backfill_progress(ctx.conn, ctx.name, step)
     if progress is not None and progress.done:
@@ -65,7 +75,7 @@ def run_backfill(ctx: MigrationContext, step: str, info: TableInfo, assignments:
     while True:
         _wait_for_standbys(ctx)
         batch_began = time.monotonic()
-        outcome = _run_batch(ctx, step, info, key, assignments, cursor, batch_size)
+        outcome = _run_batch(ctx, step, info, key, statement_for, cursor, batch_size)
         if outcome is None:
             break
         cursor, updated = outcome
@@ -80,18 +90,16 @@ def run_backfill(ctx: MigrationContext, step: str, info: TableInfo, assignments:
     return BackfillResult(rows, batches, time.monotonic() - began)
 
 
-def _run_batch(ctx, step, info, key, assignments, cursor, batch_size):
+def _run_batch(ctx, step, info, key, statement_for, cursor, batch_size):
     result = {}
 
     def work(conn: Any) -> None:
         upper = _batch_upper_bound(conn, info, key, cursor, batch_size)
         if upper is None:
             return
-        updated = conn.execute(
-            sql.SQL("UPDATE {table} SET {assignments} WHERE {after_cursor} AND {key} <= {upper}").format(
-                table=_table(info), assignments=assignments, after_cursor=_after(info, key, cursor),
-                key=_key_row(key), upper=_typed_row(info, key, upper)),
-        ).rowcount
+        key_range = sql.SQL("{after_cursor} AND {key} <= {upper}").format(
+            after_cursor=_after(info, key, cursor), key=_key_row(key), upper=_typed_row(info, key, upper))
+        updated = conn.execute(statement_for(key_range)).rowcount
         catalog.advance_backfill(conn, ctx.name, step, upper, updated)
         result["outcome"] = (upper, updated)
 

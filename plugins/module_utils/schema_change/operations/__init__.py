@@ -19,11 +19,12 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operat
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.raw_sql import RawSql
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.rename_column import RenameColumn
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.rename_table import RenameTable
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.rewrite_table import RewriteTable
 
 OPERATIONS: Dict[str, Type[Operation]] = {
     cls.kind: cls
     for cls in (AddColumn, DropColumn, RenameColumn, AlterColumn, CreateIndex, AddForeignKey, AddCheck, RenameTable,
-                CreateTable, DropTable, RawSql)
+                CreateTable, DropTable, RawSql, RewriteTable)
 }
 
 
