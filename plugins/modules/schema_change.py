@@ -57,6 +57,12 @@ options:
         C({table, name, check}), added C(NOT VALID) and then validated."
       - "V(create_table) C({table, columns: [{name, type, not_null, default, primary_key, unique}]}), V(drop_table)
         C({table}) (at completion), V(rename_table) C({table, to}) (at completion)."
+      - "V(rewrite_table) C({table}) rebuilds a bloated table online (the pg_repack use case): a shadow copy kept in
+        sync by a trigger, a batched copy, indexes built concurrently, and a swap by rename at completion. Tables read
+        by views, referenced by or holding foreign keys, with user triggers, inheritance or row level security are
+        refused."
+      - "Partitioned tables: V(add_column), V(add_check) and V(create_index) (built on each partition concurrently,
+        then attached) work; foreign keys, type changes and rewrites of the partitioned table are refused."
       - "V(raw_sql) C({up, down, tables}) runs your own statements under the lock guard; the plan flags statements
         that hold ACCESS EXCLUSIVE while they scan or rewrite."
       - "Names must be plain identifiers (ASCII letters, digits, C(_), C($)); tables may be schema-qualified."

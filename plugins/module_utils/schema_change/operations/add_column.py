@@ -30,6 +30,9 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identi
     check_identifier,
     parse_table_name,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.add_foreign_key import (
+    PARTITIONED_FOREIGN_KEY,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
     canonical_type,
@@ -126,6 +129,8 @@ class AddColumn(Operation):
         if self.up is not None or (self.default is not None and not self._default_is_fast(ctx)):
             backfill_key(info, self.sub("table"))
         if self.references:
+            if info.partitioned:
+                raise InvalidOption(self.sub("references"), PARTITIONED_FOREIGN_KEY.format(info.qualified))
             target = ctx.table(self.references["table"], self.sub("references.table"))
             if self.references["column"] not in target.columns:
                 raise InvalidOption(self.sub("references.column"), "table {0} has no column {1!r}".format(

@@ -30,6 +30,8 @@ except ImportError:
     sql = None
 
 ON_DELETE = ("no action", "restrict", "cascade", "set null", "set default")
+PARTITIONED_FOREIGN_KEY = ("{0} is partitioned: PostgreSQL cannot add a NOT VALID foreign key to it, and a validated one "
+                           "would block writes while it scans; add it to each partition with raw_sql instead")
 
 
 class AddForeignKey(Operation):
@@ -69,6 +71,8 @@ class AddForeignKey(Operation):
 
     def validate(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table, self.sub("table"))
+        if info.partitioned:
+            raise InvalidOption(self.sub("table"), PARTITIONED_FOREIGN_KEY.format(info.qualified))
         target = ctx.table(self.target, self.sub("references.table"))
         for i, column in enumerate(self.columns):
             require_column(info, column, "{0}[{1}]".format(self.sub("columns"), i))

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Set
+from typing import Any, List, Optional, Set
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
@@ -62,6 +62,9 @@ class CreateIndex(Operation):
 
     def validate(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table, self.sub("table"))
+        if info.partitioned and any(kind == "p" for _schema, _name, kind in self._partitions(ctx, info)):
+            raise InvalidOption(self.sub("table"), "{0} has sub-partitioned partitions; only one level of "
+                                                   "partitioning is supported".format(info.qualified))
         for position, column in enumerate(self.columns):
             require_column(info, column, "{0}[{1}]".format(self.sub("columns"), position))
         if self._index_state(ctx, info) is not None:
@@ -83,28 +86,75 @@ class CreateIndex(Operation):
     def _drop(self, info: TableInfo):
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(info.schema, self.name))
 
+    def _definition(self, table: Any, only: bool = False, concurrently: bool = True, name: Optional[str] = None) -> Any:
+        statement = sql.SQL("CREATE {unique}INDEX {concurrently}{name} ON {only}{table} USING {method} ({columns})").format(
+            unique=sql.SQL("UNIQUE " if self.unique else ""), concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
+            name=sql.Identifier(name or self.name), only=sql.SQL("ONLY " if only else ""), table=table,
+            method=sql.SQL(self.method), columns=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        if self.where:
+            statement = sql.SQL("{0} WHERE {1}").format(statement, expression_sql(self.where))
+        return statement
+
     def start(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table)
+        if info.partitioned:
+            self._start_partitioned(ctx, info)
+            return
         state = self._index_state(ctx, info)
         if state:
             return
         if state is False:
             ctx.conn.execute(self._drop(info))  # left invalid by an interrupted build
-        statement = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {table} USING {method} ({columns})").format(
-            unique=sql.SQL("UNIQUE " if self.unique else ""), name=sql.Identifier(self.name),
-            table=table_identifier(info), method=sql.SQL(self.method),
-            columns=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
-        if self.where:
-            statement = sql.SQL("{0} WHERE {1}").format(statement, expression_sql(self.where))
         try:
-            ctx.concurrently("create index {0}".format(self.name), [info.qualified], statement,
+            ctx.concurrently("create index {0}".format(self.name), [info.qualified],
+                             self._definition(table_identifier(info)),
                              on_lock_timeout=lambda: ctx.conn.execute(self._drop(info)))
         except Exception:
             # A failed build (duplicate key for a unique index, cancel) leaves an INVALID index behind.
             ctx.conn.execute(self._drop(info))
             raise
 
+    def _partitions(self, ctx: MigrationContext, info: TableInfo) -> List[Any]:
+        return ctx.conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.inhparent = %s ORDER BY c.relname",
+            (info.oid,)).fetchall()
+
+    def _start_partitioned(self, ctx: MigrationContext, info: TableInfo) -> None:
+        """PostgreSQL cannot build a partitioned index CONCURRENTLY, so: an (invalid) index on the
+        parent ONLY, a concurrent build on each partition, and each one attached; the parent's
+        index becomes valid once every partition has its own."""
+        if self._index_state(ctx, info) is None:
+            parent = self._definition(table_identifier(info), only=True, concurrently=False)
+            ctx.guarded("create index {0} on {1} only".format(self.name, info.qualified), [info.qualified],
+                        lambda conn: conn.execute(parent))
+        for schema, partition, _kind in self._partitions(ctx, info):
+            child = "{0}_{1}".format(self.name, partition)[:63]
+            attached = ctx.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = to_regclass(%s) AND c.relname = %s)",
+                ('"{0}"."{1}"'.format(info.schema, self.name), child)).fetchone()[0]
+            if attached:
+                continue
+            drop_child = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(schema, child))
+            ctx.conn.execute(drop_child)  # an invalid or unattached leftover of an interrupted run
+            ctx.concurrently("create index {0}".format(child), ["{0}.{1}".format(schema, partition)],
+                             self._definition(sql.Identifier(schema, partition), name=child),
+                             on_lock_timeout=lambda statement=drop_child: ctx.conn.execute(statement))
+            attach = sql.SQL("ALTER INDEX {0} ATTACH PARTITION {1}").format(
+                sql.Identifier(info.schema, self.name), sql.Identifier(schema, child))
+            ctx.guarded("attach index {0}".format(child), [info.qualified], lambda conn, a=attach: conn.execute(a))
+
     def rollback(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)
-        if info is not None and self._index_state(ctx, info) is not None:
+        if info is None:
+            return
+        if info.partitioned:
+            # Dropping the parent's index drops the attached ones; unattached leftovers go one by one.
+            statement = sql.SQL("DROP INDEX IF EXISTS {0}").format(sql.Identifier(info.schema, self.name))
+            ctx.guarded("drop index {0}".format(self.name), [info.qualified], lambda conn: conn.execute(statement))
+            for schema, partition, _kind in self._partitions(ctx, info):
+                child = "{0}_{1}".format(self.name, partition)[:63]
+                ctx.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(schema, child)))
+        elif self._index_state(ctx, info) is not None:
             ctx.concurrently("drop index {0}".format(self.name), [info.qualified], self._drop(info))
