@@ -49,7 +49,9 @@ def backoff_delay(attempt: int, policy: LockPolicy, rng: random.Random) -> float
 
 
 def is_lock_timeout(exc: BaseException) -> bool:
-    return pg_errors is not None and isinstance(exc, pg_errors.LockNotAvailable)
+    """A lock not granted in time, or a deadlock the server resolved by cancelling us:
+    either way nothing was changed and trying again later is right."""
+    return pg_errors is not None and isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected))
 
 
 def run_in_guarded_transaction(
