@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from tests.harness.collection_path import ensure_collection_link
-from tests.harness.processes import die_with_parent
+from tests.harness.processes import descendants, die_with_parent
 
 CALLBACK_DIR = Path(__file__).resolve().parent / "callback_plugins"
 CALLBACK_NAME = "keel_test_results"
@@ -206,9 +206,20 @@ def _run_with_timeout(argv: list[str], environment: dict[str, str], timeout: flo
 
 
 def _kill_process_group(process: subprocess.Popen[str]) -> None:
-    # The group outlives its leader while forked workers run, so it may or may not still exist.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """Kill ansible-playbook and everything it started.
+
+    ansible-core's task workers call setsid(), so they and the modules they run
+    live in process groups of their own: killing the playbook's group alone
+    would leave a module running (and holding its locks) after a timeout.
+    """
+    groups = {process.pid}
+    for pid in descendants(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    for group in groups:
+        # A group outlives its leader while forked workers run, so it may or may not still exist.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _read_task_records(results_file: Path) -> list[TaskRecord]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -419,3 +420,18 @@ def test_sandbox_up_status_down(scratch_dir: Path, cleanup_server: Callable[...,
     assert not S3Server(scratch_dir / "s3").is_running
     assert not (scratch_dir / "sandbox.env").exists()
     assert sandbox("down").returncode == 0, "down must succeed when nothing runs"
+
+
+def test_a_timed_out_playbook_leaves_no_module_running(tmp_path):
+    from tests.harness.playbook import PlaybookTimeout, run_playbook
+    from tests.harness.processes import pids_with_argument
+
+    marker = "{0}.5".format(abs(hash(str(tmp_path))) % 1000 + 37)  # a sleep length no other process uses
+    playbook = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep {0}\n".format(
+        marker)
+    with pytest.raises(PlaybookTimeout):
+        run_playbook(playbook, timeout=4)
+    deadline = time.monotonic() + 10
+    while pids_with_argument(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_with_argument(marker) == []

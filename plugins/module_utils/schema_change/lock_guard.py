@@ -112,9 +112,10 @@ def blocking_sessions(conn: Any, tables: Sequence[str]) -> List[Dict[str, Any]]:
     if not tables:
         return []
     rows = conn.execute(
-        "SELECT DISTINCT a.pid, l.mode, l.relation::regclass::text, a.state, a.application_name,"
+        "SELECT DISTINCT a.pid, l.mode, format('%%s.%%s', n.nspname, c.relname), a.state, a.application_name,"
         " extract(epoch FROM clock_timestamp() - a.xact_start)::float8, left(a.query, 200), a.xact_start"
         " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()"
         "   AND l.relation = ANY (SELECT to_regclass(t) FROM unnest(%s::text[]) AS t)"
         " ORDER BY a.xact_start NULLS LAST",

@@ -47,6 +47,11 @@ except ImportError:
     sql = None
 
 
+TYPE_SWAP_WARNING = ("clients see {0} change type: those using SELECT * also see it move to the end, and sessions "
+                     "holding server-side prepared statements on the table (psycopg 3 after 5 executions, pgJDBC, "
+                     "asyncpg) fail with 'cached plan must not change result type' until they re-prepare")
+
+
 class AlterColumn(Operation):
     kind = "alter_column"
     required = ("table", "column")
@@ -188,8 +193,7 @@ class AlterColumn(Operation):
         elif phase == "complete":
             if self.type:
                 steps.append(p.step("complete", name, "swap columns by rename, drop the old column (metadata only)",
-                                    p.ACCESS_EXCLUSIVE, warning="clients using SELECT * see the column move to the "
-                                                                "end and change type"))
+                                    p.ACCESS_EXCLUSIVE, warning=TYPE_SWAP_WARNING.format(self.column)))
             if self.not_null is True and not self.type:
                 steps.append(p.step("complete", name, "SET NOT NULL using the validated check (no scan)",
                                     p.ACCESS_EXCLUSIVE))
