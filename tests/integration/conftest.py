@@ -19,6 +19,15 @@ PLAYBOOK = """
 """
 
 
+SCHEMA_CHANGE_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: schema change
+      keel.postgres.schema_change: "{{ args }}"
+"""
+
+
 @pytest.fixture
 def connection(pg_cluster, pg_db):
     """Connection options for the test's own database on the session cluster."""

@@ -23,16 +23,11 @@ import pytest
 from psycopg import sql
 
 from tests.harness.processes import command_line, is_alive, wait_until_gone
+from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
 
 pytestmark = pytest.mark.integration
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: schema change
-      keel.postgres.schema_change: "{{ args }}"
-"""
+PLAYBOOK = SCHEMA_CHANGE_PLAYBOOK
 
 TASK = "schema change"
 ROWS = 50_000

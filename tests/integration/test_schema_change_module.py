@@ -5,15 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
+
 pytestmark = pytest.mark.integration
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: schema_change
-      keel.postgres.schema_change: "{{ args }}"
-"""
 
 INFO_PLAYBOOK = """
 - hosts: localhost
@@ -39,8 +34,8 @@ def orders(pg_cluster, pg_db):
 def migrate(run_playbook, connection):
     def run(name, operations, state="completed", check=False, diff=False, **options):
         args = dict(connection, name=name, operations=operations, state=state, batch_size=500, **options)
-        result = run_playbook(PLAYBOOK, extra_vars={"args": args}, check=check, diff=diff)
-        return result, result.task("schema_change")["result"]
+        result = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"args": args}, check=check, diff=diff)
+        return result, result.task("schema change")["result"]
 
     return run
 

@@ -21,16 +21,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
+
 pytestmark = pytest.mark.integration
 
 # The module's options travel as one variable, so each test states exactly what it passes.
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: schema change
-      keel.postgres.schema_change: "{{ args }}"
-"""
+PLAYBOOK = SCHEMA_CHANGE_PLAYBOOK
 
 TASK = "schema change"
 ROWS = 50_000
