@@ -45,8 +45,9 @@ options:
       - "The migration, a list of single-key mappings C({<operation>: {<options>}}), applied in order (rolled back in
         reverse order)."
       - "V(add_column) C({table, column, type, default, not_null, check, references: {table, column, on_delete}, up}).
-        C(default), C(check) and C(up) are SQL expressions; C(up) fills existing rows and rows the old application
-        writes. C(not_null) needs C(default) or C(up)."
+        C(default), C(check) and C(up) are SQL expressions; C(up) fills existing rows and, until completion, rows the
+        old application inserts without the column and updates that leave the column unchanged. C(not_null) needs
+        C(default) or C(up). Operations later in the same migration may use the new column."
       - "V(drop_column) C({table, column}), dropped when the migration completes."
       - "V(rename_column) C({table, from, to}), renamed when the migration completes."
       - "V(alter_column) C({table, column, type, using, not_null, default, drop_default}). A type change goes through
@@ -65,6 +66,8 @@ options:
         then attached) work; foreign keys, type changes and rewrites of the partitioned table are refused."
       - "V(raw_sql) C({up, down, tables}) runs your own statements under the lock guard; the plan flags statements
         that hold ACCESS EXCLUSIVE while they scan or rewrite."
+      - "A constraint whose validation fails (rows that violate it) is removed again, so the application keeps
+        writing, and the task fails saying which rule the rows break."
       - "Names must be plain identifiers (ASCII letters, digits, C(_), C($)); tables may be schema-qualified."
     type: list
     elements: dict

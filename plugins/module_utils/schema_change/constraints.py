@@ -9,8 +9,9 @@ SHARE UPDATE EXCLUSIVE, which lets reads and writes go on.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
+from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
     TableInfo,
@@ -19,13 +20,14 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_
 )
 
 try:
+    from psycopg import errors as pg_errors
     from psycopg import sql
 except ImportError:
-    sql = None
+    pg_errors = sql = None
 
 
 def add_validated_constraint(ctx: MigrationContext, info: TableInfo, name: str, definition: Any,
-                             other_tables: List[str]) -> None:
+                             other_tables: List[str], meaning: Optional[str] = None) -> None:
     tables = [info.qualified, *other_tables]
     if constraint_validated(ctx.conn, info.oid, name) is None:
         statement = sql.SQL("ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID").format(
@@ -35,8 +37,18 @@ def add_validated_constraint(ctx: MigrationContext, info: TableInfo, name: str, 
     if not constraint_validated(ctx.conn, info.oid, name):
         validate = sql.SQL("ALTER TABLE {table} VALIDATE CONSTRAINT {name}").format(
             table=table_identifier(info), name=sql.Identifier(name))
-        ctx.guarded("validate constraint {0} on {1}".format(name, info.qualified), tables,
-                    lambda conn: conn.execute(validate), long_running=True)
+        try:
+            ctx.guarded("validate constraint {0} on {1}".format(name, info.qualified), tables,
+                        lambda conn: conn.execute(validate), long_running=True)
+        except Exception as exc:
+            if pg_errors is None or not isinstance(exc, pg_errors.IntegrityError):
+                raise
+            # A NOT VALID constraint still checks every new row: left in place, it would reject
+            # writes the old application made before the migration began.
+            drop_constraint(ctx, info, name)
+            raise KeelError("existing rows of {0} violate {1}: {2}. The constraint was removed again so the "
+                            "application keeps writing; fix the data, then run the migration again".format(
+                                info.qualified, meaning or name, str(exc).strip().splitlines()[0])) from None
 
 
 def drop_constraint(ctx: MigrationContext, info: TableInfo, name: str) -> None:

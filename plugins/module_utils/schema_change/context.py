@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog, lock_guard
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
@@ -32,6 +33,9 @@ class MigrationContext:
         self.policy = policy
         self.backfill_settings = backfill
         self.metrics = metrics
+        # Columns that earlier operations of this migration add, so later ones can use them
+        # in validation (an index on a column added by the same migration).
+        self.planned_columns: Dict[str, Dict[str, str]] = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -40,6 +44,17 @@ class MigrationContext:
 
     def maybe_table(self, table: TableName) -> Optional[TableInfo]:
         return resolve_table(self.conn, table)
+
+    def plan_column(self, info: TableInfo, column: str, type_name: str) -> None:
+        self.planned_columns.setdefault(info.qualified, {})[column] = type_name
+
+    def planned(self, info: TableInfo) -> Dict[str, str]:
+        return self.planned_columns.get(info.qualified, {})
+
+    def require_column(self, info: TableInfo, column: str, field: str) -> None:
+        """The column exists, or an earlier operation of this migration adds it."""
+        if column not in info.columns and column not in self.planned(info):
+            raise InvalidOption(field, "table {0} has no column {1!r}".format(info.qualified, column))
 
     def helper_name(self, op_index: int, purpose: str, base: str) -> str:
         """A deterministic name for an object this migration adds, unique per migration and operation.

@@ -11,7 +11,7 @@ two runs can never migrate the same table at once.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
@@ -20,7 +20,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.contex
     BackfillSettings,
     MigrationContext,
 )
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, parse_table_name
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations import parse_operations
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation
@@ -70,17 +70,22 @@ def phases_to_run(phase: Optional[str], desired: str) -> List[str]:
     return []
 
 
-def check_conflicts(operations: List[Operation]) -> None:
-    """Two operations on the same column (or on a table another one creates, drops or renames) conflict."""
+def check_conflicts(operations: List[Operation], qualify: Callable[[str], str] = str) -> None:
+    """Two operations on the same column (or on a table another one creates, drops or renames) conflict.
+
+    Table names are compared after ``qualify`` (schema-qualified as the server
+    resolves them), so ``items`` and ``public.items`` are the same table.
+    """
     claimed: Dict[Any, int] = {}
     whole_tables: Dict[str, int] = {}
     for op in operations:
         for table, column in op.targets():
             if column is None:
-                whole_tables[table] = op.index
+                whole_tables[qualify(table)] = op.index
     for op in operations:
-        for target in op.targets():
-            table, column = target
+        for table_as_given, column in op.targets():
+            table = qualify(table_as_given)
+            target = (table, column)
             owner = whole_tables.get(table)
             if owner is not None and owner != op.index:
                 raise InvalidOption("operations[{0}]".format(op.index), "conflicts with operations[{0}], which "
@@ -115,7 +120,7 @@ class MigrationRun:
         self.request = request
         self.metrics = metrics
         self.operations = parse_operations(request.operations)
-        check_conflicts(self.operations)
+        check_conflicts(self.operations, lambda table: _qualify(conn, parse_table_name(table, "operations")))
         self.ctx = MigrationContext(conn, request.name, request.policy, request.backfill, metrics)
         self.tables = qualified_tables(conn, self.operations)
         self._held_locks: List[str] = []

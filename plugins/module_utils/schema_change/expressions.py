@@ -11,7 +11,7 @@ cannot smuggle a second command into the DDL built from it.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import TableInfo
@@ -31,14 +31,18 @@ def expression_sql(expression: str) -> Any:
 
 def check_expression(conn: Any, info: Optional[TableInfo], expression: str, field: str,
                      added_column: Optional[str] = None, added_type: Optional[str] = None,
-                     result_type: Optional[str] = None) -> None:
+                     result_type: Optional[str] = None, planned_columns: Optional[Dict[str, str]] = None) -> None:
+    """``planned_columns`` (name -> type) are columns earlier operations of the migration add."""
     if DOLLAR_TAG in expression:
         raise InvalidOption(field, "the expression must not contain {0}".format(DOLLAR_TAG))
     # This query carries a parameter, so a literal % must be doubled for psycopg.
     value = sql.SQL("({0})").format(sql.SQL(expression.replace("%", "%%")))
     if result_type:
         value = sql.SQL("{0}::{1}").format(value, sql.SQL(result_type))
-    source = _source(info, added_column, added_type)
+    added = dict(planned_columns or {})
+    if added_column is not None:
+        added[added_column] = added_type
+    source = _source(info, added)
     query = sql.SQL("EXPLAIN SELECT {value} FROM {source} WHERE %s").format(value=value, source=source)
     try:
         with conn.transaction():
@@ -48,12 +52,13 @@ def check_expression(conn: Any, info: Optional[TableInfo], expression: str, fiel
         raise InvalidOption(field, "expression {0!r} is not valid here: {1}".format(expression, message)) from None
 
 
-def _source(info: Optional[TableInfo], added_column: Optional[str], added_type: Optional[str]) -> Any:
+def _source(info: Optional[TableInfo], added: Dict[str, str]) -> Any:
     if info is None:
         return sql.SQL("(SELECT 1) AS src")
     table = sql.Identifier(info.schema, info.name)
-    if added_column is None:
+    if not added:
         return sql.SQL("{0} AS src").format(table)
-    # The column does not exist yet: give the expression a NULL stand-in of its type.
-    return sql.SQL("(SELECT t.*, NULL::{type} AS {column} FROM {table} AS t) AS src").format(
-        type=sql.SQL(added_type), column=sql.Identifier(added_column), table=table)
+    # The columns do not exist yet: give the expression NULL stand-ins of their types.
+    stand_ins = sql.SQL(", ").join(sql.SQL("NULL::{0} AS {1}").format(sql.SQL(type_), sql.Identifier(name))
+                                   for name, type_ in added.items())
+    return sql.SQL("(SELECT t.*, {stand_ins} FROM {table} AS t) AS src").format(stand_ins=stand_ins, table=table)

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 
 MAX_IDENTIFIER_BYTES = 63
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
 class TableName(NamedTuple):
@@ -34,7 +34,7 @@ def check_identifier(value: object, field: str) -> str:
         raise InvalidOption(field, "expected a name, got {0!r}".format(value))
     if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise InvalidOption(field, "{0!r} is longer than PostgreSQL's {1} bytes".format(value, MAX_IDENTIFIER_BYTES))
-    if not _PLAIN.match(value):
+    if not _PLAIN.fullmatch(value):
         raise InvalidOption(field, "{0!r} is not a plain identifier (ASCII letters, digits, _ and $, "
                                    "not starting with a digit; no quotes, spaces, semicolons or dots)".format(value))
     return value

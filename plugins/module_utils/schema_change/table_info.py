@@ -86,14 +86,23 @@ def require_column(info: TableInfo, column: str, field: str) -> Column:
 
 
 def canonical_type(conn: Any, type_text: str, field: str) -> str:
-    """Let the server parse a type name; unknown types fail here, before any change."""
+    """Let the server parse a type, modifiers included (``numeric(10,2)``, ``varchar(20)``).
+
+    The type is cast to in a query that carries a parameter, so the extended
+    protocol refuses anything but a single statement; the result column's
+    type and modifier are then spelled back by ``format_type``.
+    """
+    from psycopg import sql  # imported here: this module is also used for pure planning
+
     try:
         with conn.transaction():
-            row = conn.execute("SELECT format_type(%s::regtype, NULL)", (type_text,)).fetchone()
+            cursor = conn.execute(sql.SQL("SELECT NULL::{0} WHERE %s").format(
+                sql.SQL(type_text.replace("%", "%%"))), (False,))
+            oid, modifier = cursor.pgresult.ftype(0), cursor.pgresult.fmod(0)
+            return conn.execute("SELECT format_type(%s, %s)", (oid, None if modifier < 0 else modifier)).fetchone()[0]
     except Exception as exc:
         raise InvalidOption(field, "{0!r} is not a type known to the server: {1}".format(
             type_text, str(exc).strip().splitlines()[0])) from None
-    return row[0]
 
 
 def describe(info: Optional[TableInfo]) -> str:

@@ -28,7 +28,11 @@ def install_fill_trigger(ctx: MigrationContext, info: TableInfo, name: str, colu
     assign = sql.SQL("SELECT ({expr}) INTO NEW.{column} FROM (SELECT NEW.*) AS src;").format(
         expr=sql.SQL(expression), column=sql.Identifier(column))
     if only_when_null:
-        assign = sql.SQL("IF NEW.{column} IS NULL THEN {assign} END IF;").format(
+        # Fill rows the old application inserts without the column, and recompute on its updates,
+        # which leave the column as it was (it does not know the column): a value derived from
+        # other columns must follow them.
+        assign = sql.SQL("IF (TG_OP = 'INSERT' AND NEW.{column} IS NULL) OR (TG_OP = 'UPDATE' AND NEW.{column}"
+                         " IS NOT DISTINCT FROM OLD.{column}) THEN {assign} END IF;").format(
             column=sql.Identifier(column), assign=assign)
     body = sql.SQL("BEGIN {assign} RETURN NEW; END").format(assign=assign)
     function = sql.SQL(

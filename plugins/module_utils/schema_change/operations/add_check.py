@@ -49,7 +49,8 @@ class AddCheck(Operation):
         if self.name in info.constraints:
             raise InvalidOption(self.sub("name"), "table {0} already has a constraint {1}".format(
                 info.qualified, self.name))
-        check_expression(ctx.conn, info, self.check, self.sub("check"), result_type="boolean")
+        check_expression(ctx.conn, info, self.check, self.sub("check"), result_type="boolean",
+                         planned_columns=ctx.planned(info))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
         info = ctx.maybe_table(self.table)
@@ -64,7 +65,8 @@ class AddCheck(Operation):
 
     def start(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table)
-        add_validated_constraint(ctx, info, self.name, sql.SQL("CHECK {0}").format(expression_sql(self.check)), [])
+        add_validated_constraint(ctx, info, self.name, sql.SQL("CHECK {0}").format(expression_sql(self.check)), [],
+                                 meaning="CHECK {0} ({1})".format(self.name, self.check))
 
     def rollback(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)

@@ -112,7 +112,7 @@ class AddColumn(Operation):
 
     def validate(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table, self.sub("table"))
-        if self.column in info.columns:
+        if self.column in info.columns or self.column in ctx.planned(info):
             raise InvalidOption(self.sub("column"), "table {0} already has a column {1!r}".format(
                 info.qualified, self.column))
         self.type = canonical_type(ctx.conn, self.type, self.sub("type"))
@@ -135,6 +135,7 @@ class AddColumn(Operation):
             if self.references["column"] not in target.columns:
                 raise InvalidOption(self.sub("references.column"), "table {0} has no column {1!r}".format(
                     target.qualified, self.references["column"]))
+        ctx.plan_column(info, self.column, self.type)
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
         name, info = self.describe(), ctx.maybe_table(self.table)
@@ -216,10 +217,10 @@ class AddColumn(Operation):
             run_backfill(ctx, "{0}:{1}".format(self.index, self.column), info, assignment, self.sub("table"))
         if self.not_null:
             add_validated_constraint(ctx, info, self._not_null_check(ctx), sql.SQL("CHECK ({0} IS NOT NULL)").format(
-                sql.Identifier(self.column)), [])
+                sql.Identifier(self.column)), [], meaning="NOT NULL on column {0}".format(self.column))
         if self.check:
             add_validated_constraint(ctx, info, self._check_name(), sql.SQL("CHECK {0}").format(
-                expression_sql(self.check)), [])
+                expression_sql(self.check)), [], meaning="CHECK ({0})".format(self.check))
         if self.references:
             target = ctx.table(self.references["table"])
             definition = sql.SQL("FOREIGN KEY ({column}) REFERENCES {target} ({target_column}) ON DELETE {action}").format(

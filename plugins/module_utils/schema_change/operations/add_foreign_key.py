@@ -75,7 +75,7 @@ class AddForeignKey(Operation):
             raise InvalidOption(self.sub("table"), PARTITIONED_FOREIGN_KEY.format(info.qualified))
         target = ctx.table(self.target, self.sub("references.table"))
         for i, column in enumerate(self.columns):
-            require_column(info, column, "{0}[{1}]".format(self.sub("columns"), i))
+            ctx.require_column(info, column, "{0}[{1}]".format(self.sub("columns"), i))
         for i, column in enumerate(self.target_columns):
             require_column(target, column, "{0}.columns[{1}]".format(self.sub("references"), i))
         if self.name in info.constraints:
@@ -100,7 +100,8 @@ class AddForeignKey(Operation):
             columns=sql.SQL(", ").join(sql.Identifier(c) for c in self.columns), target=table_identifier(target),
             target_columns=sql.SQL(", ").join(sql.Identifier(c) for c in self.target_columns),
             action=sql.SQL(self.on_delete.upper()))
-        add_validated_constraint(ctx, info, self.name, definition, [target.qualified])
+        add_validated_constraint(ctx, info, self.name, definition, [target.qualified],
+                                 meaning="foreign key {0} (rows without a match in {1})".format(self.name, target.qualified))
 
     def rollback(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)

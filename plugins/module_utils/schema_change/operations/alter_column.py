@@ -212,7 +212,7 @@ class AlterColumn(Operation):
             self._start_type_change(ctx, info)
         elif self.not_null:
             add_validated_constraint(ctx, info, self._not_null_check(ctx), sql.SQL("CHECK ({0} IS NOT NULL)").format(
-                sql.Identifier(self.column)), [])
+                sql.Identifier(self.column)), [], meaning="NOT NULL on column {0} (rows with NULL)".format(self.column))
         if not self.type and (self.default is not None or self.drop_default):
             self._change_default(ctx, info)
 
@@ -232,7 +232,8 @@ class AlterColumn(Operation):
             self._build_index_for_new_column(ctx, info, index, position)
         if self.not_null or info.columns[self.column].not_null:
             add_validated_constraint(ctx, info, self._not_null_check(ctx), sql.SQL("CHECK ({0} IS NOT NULL)").format(
-                sql.Identifier(new)), [])
+                sql.Identifier(new)), [], meaning="NOT NULL on column {0} (rows whose conversion is NULL)".format(
+                    self.column))
 
     def _shadow_index_name(self, ctx: MigrationContext, position: int) -> str:
         return ctx.helper_name(self.index, "ix{0}".format(position), self.column)

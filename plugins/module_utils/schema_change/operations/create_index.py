@@ -17,7 +17,6 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identi
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
     TableInfo,
-    require_column,
     table_identifier,
 )
 
@@ -66,12 +65,13 @@ class CreateIndex(Operation):
             raise InvalidOption(self.sub("table"), "{0} has sub-partitioned partitions; only one level of "
                                                    "partitioning is supported".format(info.qualified))
         for position, column in enumerate(self.columns):
-            require_column(info, column, "{0}[{1}]".format(self.sub("columns"), position))
+            ctx.require_column(info, column, "{0}[{1}]".format(self.sub("columns"), position))
         if self._index_state(ctx, info) is not None:
             raise InvalidOption(self.sub("name"), "an index {0} already exists in schema {1}".format(
                 self.name, info.schema))
         if self.where:
-            check_expression(ctx.conn, info, self.where, self.sub("where"), result_type="boolean")
+            check_expression(ctx.conn, info, self.where, self.sub("where"), result_type="boolean",
+                             planned_columns=ctx.planned(info))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
         info = ctx.maybe_table(self.table)
