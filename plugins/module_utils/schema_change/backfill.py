@@ -94,11 +94,11 @@ def _run_batch(ctx, step, info, key, statement_for, cursor, batch_size):
     result = {}
 
     def work(conn: Any) -> None:
-        upper = _batch_upper_bound(conn, info, key, cursor, batch_size)
+        upper = batch_upper_bound(conn, info, key, cursor, batch_size)
         if upper is None:
             return
         key_range = sql.SQL("{after_cursor} AND {key} <= {upper}").format(
-            after_cursor=_after(info, key, cursor), key=_key_row(key), upper=_typed_row(info, key, upper))
+            after_cursor=_after(info, key, cursor), key=key_row(key), upper=typed_row(info, key, upper))
         updated = conn.execute(statement_for(key_range)).rowcount
         catalog.advance_backfill(conn, ctx.name, step, upper, updated)
         result["outcome"] = (upper, updated)
@@ -107,7 +107,7 @@ def _run_batch(ctx, step, info, key, statement_for, cursor, batch_size):
     return result.get("outcome")
 
 
-def _batch_upper_bound(conn: Any, info: TableInfo, key: List[str], cursor: Optional[List[str]], size: int):
+def batch_upper_bound(conn: Any, info: TableInfo, key: List[str], cursor: Optional[List[str]], size: int):
     """The key of the last row of the next batch (as text), or None when no row is left."""
     key_text = sql.SQL(", ").join(sql.SQL("{0}::text").format(sql.Identifier(c)) for c in key)
     query = sql.SQL("SELECT ARRAY[{key_text}] FROM (SELECT {key} FROM {table} WHERE {after} ORDER BY {key_cols}"
@@ -122,14 +122,14 @@ def _batch_upper_bound(conn: Any, info: TableInfo, key: List[str], cursor: Optio
 def _after(info: TableInfo, key: List[str], cursor: Optional[List[str]]):
     if cursor is None:
         return sql.SQL("true")
-    return sql.SQL("{0} > {1}").format(_key_row(key), _typed_row(info, key, cursor))
+    return sql.SQL("{0} > {1}").format(key_row(key), typed_row(info, key, cursor))
 
 
-def _key_row(key: List[str]):
+def key_row(key: List[str]):
     return sql.SQL("({0})").format(sql.SQL(", ").join(sql.Identifier(c) for c in key))
 
 
-def _typed_row(info: TableInfo, key: List[str], values: List[str]):
+def typed_row(info: TableInfo, key: List[str], values: List[str]):
     # The cursor is stored as text; cast back to each key column's own type.
     return sql.SQL("({0})").format(sql.SQL(", ").join(
         sql.SQL("{0}::{1}").format(sql.Literal(value), sql.SQL(info.columns[column].type))

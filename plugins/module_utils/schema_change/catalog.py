@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS keel.migrations (
     last_error text
 );
 CREATE TABLE IF NOT EXISTS keel.backfills (
-    migration text NOT NULL REFERENCES keel.migrations (name) ON DELETE CASCADE,
+    migration text NOT NULL,  -- the owner: a migration's name, or a shadow write's
     step text NOT NULL,
     table_name text NOT NULL,
     cursor jsonb,
@@ -167,6 +167,10 @@ class BackfillProgress(NamedTuple):
     rows_estimated: Optional[int]
     batches: int
     done: bool
+
+
+def forget_backfills(conn: Any, name: str) -> None:
+    conn.execute("DELETE FROM keel.backfills WHERE migration = %s", (name,))
 
 
 def backfill_progress(conn: Any, name: str, step: str) -> Optional[BackfillProgress]:
