@@ -123,7 +123,7 @@ def test_killed_run_resumes_from_its_cursor_and_converts_every_row_once(pg_clust
     marker = uuid.uuid4().hex
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        run = pool.submit(run_playbook, PLAYBOOK, extra_vars={"args": args}, env={MARKER_VARIABLE: marker}, timeout=300)
+        run = pool.submit(run_playbook, PLAYBOOK, extra_vars={"module_args": args}, env={MARKER_VARIABLE: marker}, timeout=300)
         wait_for_half_done_backfill(pg_cluster, pg_db, run)
         marked = processes_marked(marker)
         modules = [pid for pid in marked if any("AnsiballZ_schema_change" in part for part in command_line(pid))]
@@ -174,7 +174,7 @@ def test_killed_run_resumes_from_its_cursor_and_converts_every_row_once(pg_clust
             new=sql.Identifier(new_column)), ([before_cursor, beyond_cursor, inserted],)).fetchall()
         assert synced == [(before_cursor,), (beyond_cursor,), (inserted,)]
 
-    resumed = run_playbook(PLAYBOOK, extra_vars={"args": args}, timeout=300)
+    resumed = run_playbook(PLAYBOOK, extra_vars={"module_args": args}, timeout=300)
 
     resumed.assert_ok()
     task = resumed.task(TASK)

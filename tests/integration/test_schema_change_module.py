@@ -15,7 +15,7 @@ INFO_PLAYBOOK = """
   gather_facts: false
   tasks:
     - name: migration_info
-      keel.postgres.migration_info: "{{ args }}"
+      keel.postgres.migration_info: "{{ module_args }}"
 """
 
 WIDEN = [{"alter_column": {"table": "orders", "column": "amount", "type": "bigint"}}]
@@ -34,7 +34,7 @@ def orders(pg_cluster, pg_db):
 def migrate(run_playbook, connection):
     def run(name, operations, state="completed", check=False, diff=False, **options):
         args = dict(connection, name=name, operations=operations, state=state, batch_size=500, **options)
-        result = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"args": args}, check=check, diff=diff)
+        result = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"module_args": args}, check=check, diff=diff)
         return result, result.task("schema change")["result"]
 
     return run
@@ -43,7 +43,7 @@ def migrate(run_playbook, connection):
 @pytest.fixture
 def migration_info(run_playbook, connection):
     def run(**options):
-        result = run_playbook(INFO_PLAYBOOK, extra_vars={"args": dict(connection, **options)})
+        result = run_playbook(INFO_PLAYBOOK, extra_vars={"module_args": dict(connection, **options)})
         result.assert_ok()
         return result.task("migration_info")["result"]["migrations"]
 

@@ -314,7 +314,7 @@ def assert_rows_as_written(pg_cluster, dbname: str, app: Application) -> None:
                if actual[order_id] != expected[order_id]]
     assert not altered, f"{len(altered)} rows differ from what was written (id, actual, expected): {altered[:10]}"
     for order_id, (amount, _unused) in actual.items():
-        assert type(amount) is int, (order_id, amount)
+        assert isinstance(amount, int) and not isinstance(amount, bool), (order_id, amount)
 
 
 def test_application_keeps_working_while_a_long_transaction_delays_the_migration(
@@ -326,7 +326,7 @@ def test_application_keeps_working_while_a_long_transaction_delays_the_migration
     blocker.begin()
     blocker.hold_while_migration_waits(BLOCKER_HOLD_SECONDS)
 
-    result = run_playbook(PLAYBOOK, extra_vars={"args": migration_args(
+    result = run_playbook(PLAYBOOK, extra_vars={"module_args": migration_args(
         pg_cluster, pg_db, lock_timeout="200ms", lock_retries=100)}, timeout=300)
     migration_ended = time.monotonic()
     time.sleep(0.5)  # and keeps working after it
@@ -364,7 +364,7 @@ def test_exhausted_lock_retries_fail_naming_the_blocker_and_leave_the_migration_
     time.sleep(0.5)
     blocker.begin()
 
-    failed = run_playbook(PLAYBOOK, extra_vars={"args": args}, timeout=300)
+    failed = run_playbook(PLAYBOOK, extra_vars={"module_args": args}, timeout=300)
     blocker_was_alive = not blocker.conn.closed
     blocker.end()
 
@@ -395,7 +395,7 @@ def test_exhausted_lock_retries_fail_naming_the_blocker_and_leave_the_migration_
     assert amount_column(pg_cluster, pg_db)[0] == "integer"
 
     # The blocker is gone: the very same task now completes the migration.
-    resumed = run_playbook(PLAYBOOK, extra_vars={"args": args}, timeout=300)
+    resumed = run_playbook(PLAYBOOK, extra_vars={"module_args": args}, timeout=300)
     application.finish()
 
     resumed.assert_ok()
@@ -410,7 +410,7 @@ def test_exhausted_lock_retries_fail_naming_the_blocker_and_leave_the_migration_
 
 def test_blockers_name_their_table_schema_qualified(pg_cluster, pg_db, orders, blocker, run_playbook):
     blocker.begin()
-    failed = run_playbook(PLAYBOOK, extra_vars={"args": migration_args(
+    failed = run_playbook(PLAYBOOK, extra_vars={"module_args": migration_args(
         pg_cluster, pg_db, lock_timeout="50ms", lock_retries=0)}, timeout=300)
     blocker.end()
 

@@ -104,7 +104,9 @@ class ShadowRun:
         target = self._prepare_target(check_mode, needed=desired != catalog.DISABLED and current not in (
             catalog.CUTOVER, catalog.REVERTED))
         if check_mode:
-            return self._result(current, current, desired != current, target, before, before)
+            # A target created only to validate the mapping was rolled back with its transaction.
+            return self._result(current, current, desired != current, resolve_table(self.conn, self.spec.target),
+                                before, before)
         self._transition(current, desired, target)
         after_state = catalog.load(self.conn, self.name).state if catalog.load(self.conn, self.name) else current
         return self._result(current, after_state, self.changed, self._target_info(), before, self._definitions())
@@ -136,7 +138,7 @@ class ShadowRun:
             raise InvalidOption("target", "table {0} does not exist; create it or give target_definition".format(
                 self.spec.target))
         create = sql.SQL("CREATE TABLE {0} ({1})").format(
-            sql.Identifier(*[p for p in (self.spec.target.schema or self.source.schema, self.spec.target.name)]),
+            sql.Identifier(self.spec.target.schema or self.source.schema, self.spec.target.name),
             sql.SQL(self.spec.target_definition))
         with self.conn.transaction(force_rollback=check_mode):
             try:
@@ -309,9 +311,9 @@ class ShadowRun:
             table_identifier(source), table_identifier(target))]
         statements += t.drop_trigger_statements(self.trigger_name, source)
         statements.append(sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table_identifier(source),
-                                                                       sql.Identifier(self.old_name)))
+                                                                          sql.Identifier(self.old_name)))
         statements.append(sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table_identifier(target),
-                                                                       sql.Identifier(source.name)))
+                                                                          sql.Identifier(source.name)))
         statements += self._carry_key_defaults(source, target, new)
         statements.append(t.replace_function(self.reverse_trigger_name, reverse))
         statements += t.create_trigger_statements(self.reverse_trigger_name, new)
@@ -347,9 +349,9 @@ class ShadowRun:
             table_identifier(new), table_identifier(old))]
         statements += t.drop_trigger_statements(self.reverse_trigger_name, new)
         statements.append(sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table_identifier(new),
-                                                                       sql.Identifier(target_name)))
+                                                                          sql.Identifier(target_name)))
         statements.append(sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table_identifier(old),
-                                                                       sql.Identifier(self.source.name)))
+                                                                          sql.Identifier(self.source.name)))
         statements.append(t.replace_function(self.trigger_name, self._apply_body(forward_target)))
         statements += t.create_trigger_statements(self.trigger_name, source_again)
         self.ctx.guarded("revert the cutover of {0}".format(self.source.qualified),

@@ -84,6 +84,7 @@ def validate_mapping(conn: Any, spec: ShadowSpec, source: TableInfo, target: Tab
     if len(target.primary_key) != len(source_key):
         raise InvalidOption("target", "its primary key ({0}) must have the same columns as the source's ({1})".format(
             ", ".join(target.primary_key), ", ".join(source_key)))
+    check_existing_rows_convert(conn, spec.mapping, source, target)
     for column, expression in spec.reverse_mapping.items():
         field = "reverse_mapping.{0}".format(column)
         if column not in source.columns:
@@ -95,3 +96,32 @@ def validate_mapping(conn: Any, spec: ShadowSpec, source: TableInfo, target: Tab
 def source_key_for(spec: ShadowSpec, target_key: List[str]) -> List[str]:
     """The source column each target key column copies, in target key order."""
     return [spec.mapping[column].strip().strip('"') for column in target_key]
+
+
+def check_existing_rows_convert(conn: Any, mapping: Dict[str, str], source: TableInfo, target: TableInfo) -> None:
+    """Evaluate every mapping over every source row (a read-only scan) before any trigger exists.
+
+    A mapping that fails on some row would otherwise fail the backfill half-way, and worse, the
+    application's own writes of such rows once the trigger is in place.
+    """
+    from psycopg import sql  # imported here: parsing the spec needs no driver
+
+    def query(columns: List[str]) -> Any:
+        return sql.SQL("SELECT {0} FROM {1} AS src").format(
+            sql.SQL(", ").join(sql.SQL("count(({0})::{1})").format(sql.SQL(mapping[c]), sql.SQL(target.columns[c].type))
+                               for c in columns),
+            sql.Identifier(source.schema, source.name))
+
+    try:
+        with conn.transaction():
+            conn.execute(query(list(mapping)))
+        return
+    except Exception:  # find which column fails, to name it
+        pass
+    for column in mapping:
+        try:
+            with conn.transaction():
+                conn.execute(query([column]))
+        except Exception as exc:
+            raise InvalidOption("mapping.{0}".format(column), "existing rows of {0} cannot be mapped: {1}".format(
+                source.qualified, str(exc).strip().splitlines()[0])) from None

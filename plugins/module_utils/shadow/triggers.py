@@ -48,7 +48,7 @@ def apply_function_body(mapping: Dict[str, str], target: TableInfo, source_key: 
         sql.SQL("{0} = OLD.{1}").format(sql.Identifier(t), sql.Identifier(s))
         for t, s in zip(target.primary_key, source_key))
     key_changed = sql.SQL(" OR ").join(sql.SQL("NEW.{0} IS DISTINCT FROM OLD.{0}").format(sql.Identifier(c))
-                                      for c in source_key)
+                                       for c in source_key)
     upsert = upsert_from_source(mapping, target, sql.SQL("(SELECT NEW.*) AS src"))
     return sql.SQL(
         "BEGIN"

@@ -85,7 +85,7 @@ def test_state_completed_runs_start_and_complete_in_one_go(tables: Db, migrate: 
 
 
 def test_rolling_back_a_migration_that_never_started_changes_nothing(tables: Db, migrate: Migrate,
-                                                                       schema_dump: Dump) -> None:
+                                                                     schema_dump: Dump) -> None:
     snapshot = Snapshot(tables, schema_dump)
     result = migrate("never_started", ADD_NOTE, "rolled_back")
     assert (result["changed"], result["phases"], result["phase"]) == (False, [], None)

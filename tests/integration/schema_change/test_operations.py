@@ -708,7 +708,7 @@ TYPE_MODIFIERS = [
     pytest.param({"alter_column": {"table": "items", "column": "price", "type": "numeric(12,2)"}},
                  "items", "price", "numeric(12,2)", id="alter_column"),
     pytest.param({"create_table": {"table": "labels", "columns": [{"name": "id", "type": "bigint", "primary_key": True},
-                                                                   {"name": "label", "type": "varchar(20)"}]}},
+                                                                  {"name": "label", "type": "varchar(20)"}]}},
                  "labels", "label", "character varying(20)", id="create_table"),
 ]
 

@@ -139,7 +139,7 @@ class RewriteTable(Operation):
             return sql.SQL("INSERT INTO {shadow} ({columns}) OVERRIDING SYSTEM VALUE"
                            " (SELECT {columns} FROM {table} WHERE {key_range} FOR SHARE)"
                            " ON CONFLICT DO NOTHING").format(shadow=shadow, columns=column_list,
-                                                            table=table_identifier(info), key_range=key_range)
+                                                             table=table_identifier(info), key_range=key_range)
 
         run_batches(ctx, "{0}:copy".format(self.index), info, copy, self.sub("table"))
         for position, index in enumerate(self._other_indexes(info), start=1):
@@ -158,7 +158,7 @@ class RewriteTable(Operation):
         key_cols = sql.SQL(", ").join(sql.Identifier(c) for c in key)
         match_old = sql.SQL(" AND ").join(sql.SQL("{0} = OLD.{0}").format(sql.Identifier(c)) for c in key)
         key_changed = sql.SQL(" OR ").join(sql.SQL("NEW.{0} IS DISTINCT FROM OLD.{0}").format(sql.Identifier(c))
-                                          for c in key)
+                                           for c in key)
         body = sql.SQL(
             "BEGIN"
             " IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ({key_changed})) THEN"
@@ -216,7 +216,7 @@ class RewriteTable(Operation):
             sql.SQL("DROP TRIGGER IF EXISTS {0} ON {1}").format(sql.Identifier(self._trigger(ctx)), table),
             sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table, old),
             sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(sql.Identifier(info.schema, shadow_name),
-                                                         sql.Identifier(info.name)),
+                                                            sql.Identifier(info.name)),
         ]
         statements += self._carry_sequences(ctx, info, swapped)
         statements += self._carry_grants(ctx, info)
@@ -272,7 +272,7 @@ class RewriteTable(Operation):
             return
         statements = [
             sql.SQL("DROP TRIGGER IF EXISTS {0} ON {1}").format(sql.Identifier(self._trigger(ctx)),
-                                                               table_identifier(info)),
+                                                                table_identifier(info)),
             sql.SQL("DROP FUNCTION IF EXISTS keel.{0}()").format(sql.Identifier(self._trigger(ctx))),
             sql.SQL("DROP TABLE IF EXISTS {0}").format(sql.Identifier(info.schema, self._shadow(ctx))),
         ]
