@@ -24,7 +24,7 @@ SCHEMA_CHANGE_PLAYBOOK = """
   gather_facts: false
   tasks:
     - name: schema change
-      keel.postgres.schema_change: "{{ args }}"
+      keel.postgres.schema_change: "{{ module_args }}"
 """
 
 
