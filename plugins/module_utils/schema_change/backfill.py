@@ -99,6 +99,10 @@ def _run_batch(ctx, step, info, key, statement_for, cursor, batch_size):
             return
         key_range = sql.SQL("{after_cursor} AND {key} <= {upper}").format(
             after_cursor=_after(info, key, cursor), key=key_row(key), upper=typed_row(info, key, upper))
+        # The batch assigns the new column itself: the application's triggers (last_updated...) must not fire
+        # and rewrite its data. Needs superuser, or on PostgreSQL 15+ GRANT SET ON PARAMETER session_replication_role.
+        if _may_skip_user_triggers(conn):
+            conn.execute("SET LOCAL session_replication_role = replica")
         updated = conn.execute(statement_for(key_range)).rowcount
         catalog.advance_backfill(conn, ctx.name, step, upper, updated)
         result["outcome"] = (upper, updated)
@@ -117,6 +121,14 @@ def batch_upper_bound(conn: Any, info: TableInfo, key: List[str], cursor: Option
         size=sql.Literal(size))
     row = conn.execute(query).fetchone()
     return None if row is None else list(row[0])
+
+
+def _may_skip_user_triggers(conn: Any) -> bool:
+    if conn.info.server_version >= 150000:
+        query = "SELECT has_parameter_privilege('session_replication_role', 'SET')"
+    else:
+        query = "SELECT current_setting('is_superuser')::bool"
+    return bool(conn.execute(query).fetchone()[0])
 
 
 def _after(info: TableInfo, key: List[str], cursor: Optional[List[str]]):

@@ -126,24 +126,26 @@ class AlterColumn(Operation):
             raise InvalidOption(field, "{0} is part of the primary key of {1}; changing its type online is not "
                                        "supported (use rewrite_table or raw_sql)".format(self.column, info.qualified))
         backfill_key(info, self.sub("table"))
-        for name, definition in info.constraints.items():
-            if self._mentions_column(definition) and not definition.startswith("PRIMARY KEY"):
-                raise InvalidOption(field, "constraint {0} ({1}) uses {2}; drop it first, then add it again after "
-                                           "the type change".format(name, definition, self.column))
-        for index in self._indexes_on_column(info):
-            if not index.simple:
-                raise InvalidOption(field, "index {0} uses {1} with an expression, predicate or INCLUDE; drop it "
-                                           "first and create it again after the type change".format(
-                                               index.name, self.column))
+        # Every reason at once, the ones keel cannot work around first: advice to drop a constraint is
+        # useless (and harmful) when a view refuses the change anyway.
+        reasons = []
         views = views_using_column(ctx.conn, info.oid, info.columns[self.column].attnum)
         if views:
-            raise InvalidOption(field, "views {0} read {1}; a column they use cannot be swapped".format(
-                ", ".join(views), self.column))
+            reasons.append("views {0} read {1}; a column they use cannot be swapped".format(", ".join(views), self.column))
         identity = ctx.conn.execute("SELECT attidentity FROM pg_attribute WHERE attrelid = %s AND attname = %s",
                                     (info.oid, self.column)).fetchone()[0]
         if identity:
-            raise InvalidOption(field, "{0} is an identity column; changing its type online is not supported".format(
-                self.column))
+            reasons.append("{0} is an identity column; changing its type online is not supported".format(self.column))
+        for name, definition in info.constraints.items():
+            if self._mentions_column(definition) and not definition.startswith("PRIMARY KEY"):
+                reasons.append("constraint {0} ({1}) uses {2}; drop it first, then add it again after "
+                               "the type change".format(name, definition, self.column))
+        for index in self._indexes_on_column(info):
+            if not index.simple:
+                reasons.append("index {0} uses {1} with an expression, predicate or INCLUDE; drop it "
+                               "first and create it again after the type change".format(index.name, self.column))
+        if reasons:
+            raise InvalidOption(field, "; ".join(reasons))
 
     def _mentions_column(self, definition: str) -> bool:
         return any(token.strip('(),"') == self.column for token in definition.replace("(", " ( ").split())

@@ -47,6 +47,16 @@ class RenameColumn(Operation):
         require_column(info, self.old, self.sub("from"))
         if self.new in info.columns:
             raise InvalidOption(self.sub("to"), "table {0} already has a column {1!r}".format(info.qualified, self.new))
+        # Trigger arguments are plain strings: a trigger function given the column *by name*
+        # (tsvector_update_trigger, for one) fails on every write after the rename.
+        rows = ctx.conn.execute("SELECT tgname, tgargs FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
+                                " AND tgnargs > 0 ORDER BY tgname", (info.oid,)).fetchall()
+        naming = [name for name, args in rows if self.old in bytes(args).decode("utf-8", "replace").split("\0")]
+        if naming:
+            raise InvalidOption(self.sub("from"), "trigger(s) {0} on {1} pass the column name {2!r} as an argument; after "
+                                "the rename every write to the table would fail. Re-create them with the new name "
+                                "(raw_sql) in the same change window, or drop them first".format(
+                                    ", ".join(naming), info.qualified, self.old))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
         if phase == "complete":

@@ -67,7 +67,7 @@ class RewriteTable(Operation):
         field = self.sub("table")
         info = ctx.table(self.table, field)
         if info.partitioned:
-            raise InvalidOption(field, "{0} is partitioned; rewrite its partitions one by one".format(info.qualified))
+            raise InvalidOption(field, "{0} is partitioned; neither it nor its partitions can be rewritten online yet".format(info.qualified))
         backfill_key(info, field)
         facts = ctx.conn.execute(
             "SELECT c.relispartition,"
