@@ -226,6 +226,13 @@ plan:
     warning:
       description: What clients or operators should know about the step, if anything.
       type: str
+sessions_holding_locks:
+  description:
+    - Other sessions holding locks on the tables when the run began (the first strong lock would wait for them).
+      Same fields as RV(blockers). Empty when nothing is to be done.
+  returned: when there are phases to run
+  type: list
+  elements: dict
 blockers:
   description: On a lock timeout after all retries, the sessions holding locks on the tables.
   returned: when the lock retries ran out

@@ -137,3 +137,13 @@ def test_a_concurrent_run_on_the_same_table_is_refused(migrate, pg_cluster, pg_d
     assert refused["error"] == "migration_busy"
     assert "another keel.postgres run is migrating public.orders right now" in refused["msg"]
     assert column_type(pg_cluster, pg_db, "amount") == "integer"
+
+
+def test_check_mode_lists_sessions_that_would_block_the_first_strong_lock(migrate, pg_cluster, pg_db, orders):
+    with psycopg.connect(pg_cluster.dsn(pg_db), application_name="report-job") as reader:
+        reader.execute("SELECT count(*) FROM orders").fetchone()  # stays in its transaction
+        result, plan = migrate("widen_amount", WIDEN, check=True)
+    result.assert_ok()
+    holders = plan["sessions_holding_locks"]
+    assert [(h["application_name"], h["mode"], h["table"]) for h in holders] == [
+        ("report-job", "AccessShareLock", "public.orders")]

@@ -21,7 +21,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.contex
     MigrationContext,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, parse_table_name
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy, blocking_sessions
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations import parse_operations
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import describe, resolve_table
@@ -161,6 +161,9 @@ class MigrationRun:
                     for op in self.operations:
                         op.validate(self.ctx)
             result["plan"] = self.plan(phases)
+            # Who would make the first strong lock wait right now: worth knowing before running, not only
+            # after retries ran out.
+            result["sessions_holding_locks"] = blocking_sessions(self.conn, self.tables)
             before = self.describe_tables()
             if check_mode:
                 result.update(changed=True, phase=phase, diff={"before": before, "after": before})
