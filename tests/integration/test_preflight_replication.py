@@ -69,3 +69,37 @@ def test_standby_reports_its_own_lag_and_fails_require_primary(run_preflight, st
     assert report["msg"] == (
         "preflight failed 1 check(s): require_primary: the server is a standby (in recovery); run against the primary"
     )
+
+
+def test_backfill_waits_for_a_lagging_standby_and_gives_up_resumably(run_playbook, pg_cluster, standby):
+    from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
+
+    pg_cluster.execute("DROP TABLE IF EXISTS lagged; CREATE TABLE lagged (id int PRIMARY KEY, v int NOT NULL);"
+                       "INSERT INTO lagged SELECT g, g FROM generate_series(1, 5000) g")
+    _wait_for(lambda: _replay_gap_bytes(pg_cluster) == 0, "the standby never caught up")
+    standby.execute("SELECT pg_wal_replay_pause()")
+    try:
+        # WAL the standby receives but does not replay: replay_lag grows from here on.
+        pg_cluster.execute("CREATE TABLE lag_maker AS SELECT g FROM generate_series(1, 50000) g")
+        _wait_for(lambda: (pg_cluster.execute("SELECT coalesce(extract(epoch FROM replay_lag), 0)"
+                                              " FROM pg_stat_replication")[0][0] or 0) > 1.0,
+                  "replay_lag never grew past 1 s")
+        args = {"login_host": pg_cluster.host, "port": pg_cluster.port, "db": "postgres", "name": "lagged_bigint",
+                "operations": [{"alter_column": {"table": "lagged", "column": "v", "type": "bigint"}}],
+                "state": "completed", "max_replication_lag": "1s", "replication_lag_timeout": "3s"}
+        result = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"module_args": args})
+    finally:
+        standby.execute("SELECT pg_wal_replay_resume()")
+        pg_cluster.execute("DROP TABLE IF EXISTS lag_maker")
+    assert result.rc != 0
+    failed = result.task("schema change")["result"]
+    assert "backfill paused: replication lag" in failed["msg"] and "the migration is resumable" in failed["msg"]
+    assert failed["metrics"]["counters"]["replication_lag_waits"] > 0
+    assert pg_cluster.execute("SELECT phase FROM keel.migrations WHERE name = 'lagged_bigint'") == [("starting",)]
+    _wait_for(lambda: _replay_gap_bytes(pg_cluster) == 0, "the standby never caught up after resuming replay")
+    args["replication_lag_timeout"] = "60s"
+    resumed = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"module_args": args})
+    resumed.assert_ok()
+    assert pg_cluster.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                              " WHERE attrelid = 'lagged'::regclass AND attname = 'v'") == [("bigint",)]
+    pg_cluster.execute("DROP TABLE lagged; DROP SCHEMA keel CASCADE")
