@@ -42,10 +42,16 @@ class LockRetriesExhausted(KeelError):
 
 
 def backoff_delay(attempt: int, policy: LockPolicy, rng: random.Random) -> float:
-    """Full jitter: a random pause up to an exponentially growing cap, so retries from
-    several hosts do not line up behind the same blocker."""
-    cap = min(policy.backoff_max, policy.backoff_initial * (2 ** attempt))
-    return rng.uniform(policy.backoff_initial / 2, max(cap, policy.backoff_initial))
+    """A jittered pause that grows with each attempt, so retries from several hosts do not
+    line up behind the same blocker.
+
+    It is never shorter than lock_timeout: while an attempt waits in the lock queue the
+    application queues behind it, so pausing at least as long caps the share of time the
+    application can be held up at one half, however long the blocker stays.
+    """
+    floor = max(policy.backoff_initial, policy.lock_timeout)
+    cap = min(max(policy.backoff_max, floor), floor * (2 ** attempt))
+    return rng.uniform(floor, max(cap, floor))
 
 
 def is_lock_timeout(exc: BaseException) -> bool:

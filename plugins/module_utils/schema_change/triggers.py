@@ -10,7 +10,7 @@ migration, so a resumed run replaces them in place.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.expressions import DOLLAR_TAG
@@ -23,8 +23,12 @@ except ImportError:
 
 
 def install_fill_trigger(ctx: MigrationContext, info: TableInfo, name: str, column: str, expression: str,
-                         only_when_null: bool) -> None:
-    """Before each INSERT/UPDATE set ``column`` from ``expression`` over the row's own columns."""
+                         only_when_null: bool, update_of: Optional[List[str]] = None) -> None:
+    """Before each INSERT/UPDATE set ``column`` from ``expression`` over the row's own columns.
+
+    ``update_of``: the only columns the expression reads. Updates that set none of them (the
+    backfill's own, among others) then skip the trigger altogether.
+    """
     assign = sql.SQL("SELECT ({expr}) INTO NEW.{column} FROM (SELECT NEW.*) AS src;").format(
         expr=sql.SQL(expression), column=sql.Identifier(column))
     if only_when_null:
@@ -41,10 +45,13 @@ def install_fill_trigger(ctx: MigrationContext, info: TableInfo, name: str, colu
     # DROP + CREATE rather than CREATE OR REPLACE TRIGGER, which needs PostgreSQL 14.
     drop = sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(
         name=sql.Identifier(name), table=sql.Identifier(info.schema, info.name))
+    events = sql.SQL("INSERT OR UPDATE")
+    if update_of:
+        events = sql.SQL("INSERT OR UPDATE OF {0}").format(sql.SQL(", ").join(sql.Identifier(c) for c in update_of))
     trigger = sql.SQL(
-        "CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}"
+        "CREATE TRIGGER {name} BEFORE {events} ON {table}"
         " FOR EACH ROW EXECUTE FUNCTION keel.{name}()").format(
-        name=sql.Identifier(name), table=sql.Identifier(info.schema, info.name))
+        name=sql.Identifier(name), events=events, table=sql.Identifier(info.schema, info.name))
 
     def work(conn: Any) -> None:
         conn.execute(function)

@@ -226,7 +226,10 @@ class AlterColumn(Operation):
             ctx.guarded("add column {0}".format(new), [info.qualified], lambda conn: conn.execute(add))
             info = ctx.table(self.table)
         conversion = sql.SQL("{0}::{1}").format(expression_sql(self._conversion()), sql.SQL(self.type))
-        install_fill_trigger(ctx, info, self._trigger(ctx), new, conversion.as_string(ctx.conn), only_when_null=False)
+        # Without `using`, the new value depends on the column alone: updates that do not set it
+        # (including the backfill's) need no conversion.
+        install_fill_trigger(ctx, info, self._trigger(ctx), new, conversion.as_string(ctx.conn), only_when_null=False,
+                             update_of=None if self.using is not None else [self.column])
         run_backfill(ctx, "{0}:{1}".format(self.index, self.column), info,
                      sql.SQL("{new} = {conversion}").format(new=sql.Identifier(new), conversion=conversion),
                      self.sub("table"))
