@@ -179,3 +179,15 @@ def test_check_mode_changes_nothing_and_enable_is_idempotent(shadow, pg_cluster,
     second_run, second = shadow("enabled", drift_check="full")
     second_run.assert_ok()
     assert second["changed"] is False and second["drift"]["drift"] == 0
+
+
+def test_a_source_without_primary_key_is_refused(run_playbook, connection, pg_cluster, pg_db):
+    pg_cluster.execute("CREATE TABLE events (at timestamptz, what text)", dbname=pg_db)
+    args = dict(connection, source="events", target="events_v2", target_definition="at timestamptz primary key",
+                mapping={"at": "at"})
+    result = run_playbook(PLAYBOOK, extra_vars={"module_args": args})
+    failed = result.task("shadow write")["result"]
+    assert result.rc != 0
+    assert failed["field"] == "source"
+    assert "has no primary key; shadow writes match rows by primary key" in failed["msg"]
+    assert pg_cluster.execute("SELECT to_regclass('events_v2')", dbname=pg_db) == [(None,)]
