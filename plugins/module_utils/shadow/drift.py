@@ -32,7 +32,8 @@ SAMPLE_EVERY = 10  # drift_check=sample compares one key range in ten
 
 
 def check_drift(conn: Any, mapping: Dict[str, str], source: TableInfo, target: TableInfo, source_key: List[str],
-                mode: str, batch_size: int) -> Optional[Dict[str, Any]]:
+                mode: str, batch_size: int, target_key: List[str]) -> Optional[Dict[str, Any]]:
+    """``target_key``: the target column holding each source key column, in source-key order."""
     if mode == "none":
         return None
     totals = {"mode": mode, "rows_checked": 0, "missing_in_target": 0, "extra_in_target": 0, "different": 0,
@@ -42,7 +43,7 @@ def check_drift(conn: Any, mapping: Dict[str, str], source: TableInfo, target: T
     while True:
         upper = batch_upper_bound(conn, source, source_key, cursor, batch_size)
         if mode == "full" or position % SAMPLE_EVERY == 0:
-            counts = _compare_range(conn, mapping, source, target, source_key, cursor, upper)
+            counts = _compare_range(conn, mapping, source, target, source_key, target_key, cursor, upper)
             for key, value in counts.items():
                 totals[key] += value
             totals["batches"] += 1
@@ -54,9 +55,8 @@ def check_drift(conn: Any, mapping: Dict[str, str], source: TableInfo, target: T
     return totals
 
 
-def _compare_range(conn, mapping, source, target, source_key, lower, upper) -> Dict[str, int]:
+def _compare_range(conn, mapping, source, target, source_key, target_key, lower, upper) -> Dict[str, int]:
     """Counts for keys in (lower, upper]; ``upper`` None means to the end (extra target rows included)."""
-    target_key = target.primary_key
     columns = list(mapping)
 
     def key_range(key: List[str], info: TableInfo) -> Any:

@@ -252,6 +252,7 @@ class ShadowRun:
 
     def _replay(self, target: TableInfo) -> None:
         source_key = key_columns(self.source)
+        target_key = self._new_keys_for_old(target)  # in source-key order
         key_types = [self.source.columns[c].type for c in source_key]
         keys_sql = sql.SQL("SELECT {0} FROM jsonb_array_elements(%(keys)s::jsonb) AS k").format(
             sql.SQL(", ").join(sql.SQL("(k->>{0})::{1}").format(sql.Literal(i), sql.SQL(kt))
@@ -268,10 +269,13 @@ class ShadowRun:
                 # SHARE mode holds writers off for this one short batch: a row deleted and re-inserted
                 # meanwhile can then never be resynced from a stale read.
                 conn.execute(sql.SQL("LOCK TABLE {0} IN SHARE MODE").format(table_identifier(self.source)))
-                conn.execute(sql.SQL("DELETE FROM {target} WHERE {tkey} IN ({keys}) AND {tkey} NOT IN"
-                                     " (SELECT {skey} FROM {source} WHERE {skey} IN ({keys}))").format(
-                    target=table_identifier(target), tkey=_row(target.primary_key), keys=keys_sql,
-                    skey=_row(source_key), source=table_identifier(self.source)), {"keys": keys})
+                # NOT EXISTS (an anti-join), not NOT IN: the latter scans the whole target per batch.
+                conn.execute(sql.SQL("DELETE FROM {target} AS t WHERE {tkey} IN ({keys})"
+                                     " AND NOT EXISTS (SELECT FROM {source} AS s WHERE {match})").format(
+                    target=table_identifier(target), tkey=_row(target_key), keys=keys_sql,
+                    source=table_identifier(self.source),
+                    match=sql.SQL(" AND ").join(sql.SQL("s.{0} = t.{1}").format(sql.Identifier(sk), sql.Identifier(tk))
+                                                for sk, tk in zip(source_key, target_key))), {"keys": keys})
                 conn.execute(t.upsert_from_source(self.spec.mapping, target, sql.SQL(
                     "(SELECT * FROM {source} WHERE {skey} IN ({keys})) AS src").format(
                     source=table_identifier(self.source), skey=_row(source_key), keys=keys_sql)), {"keys": keys})
@@ -298,9 +302,9 @@ class ShadowRun:
     # -- cutover and revert -----------------------------------------------------------------------
 
     def _cutover(self, target: TableInfo) -> None:
-        drift = check_drift(self.conn, self.spec.mapping, self.source, target, key_columns(self.source),
-                            "full" if self.request.drift_check == "none" else self.request.drift_check,
-                            self.request.backfill.batch_size)
+        # Always every row: a sample could let a differing row through the swap.
+        drift = check_drift(self.conn, self.spec.mapping, self.source, target, key_columns(self.source), "full",
+                            self.request.backfill.batch_size, self._new_keys_for_old(target))
         if drift and drift["drift"]:
             raise KeelError("refusing cutover: the target differs from the source in {0} row(s) ({1} missing, {2} "
                             "extra, {3} different); re-enable to resync, then try again".format(
@@ -377,7 +381,8 @@ class ShadowRun:
         if target is not None and source is not None and state in (catalog.ENABLED, catalog.REVERTED):
             with self.metrics.phase("drift_check"):
                 status["drift"] = check_drift(self.conn, self.spec.mapping, source, target, key_columns(source),
-                                              self.request.drift_check, self.request.backfill.batch_size)
+                                              self.request.drift_check, self.request.backfill.batch_size,
+                                              self._new_keys_for_old(target))
         return status
 
     def _trigger_state(self, state: str, source: Optional[TableInfo]) -> str:
