@@ -18,6 +18,7 @@ from typing import Any, List, Optional, Set
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill import backfill_key, run_backfill
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.concurrent_index import build_index_concurrently
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.constraints import (
     add_validated_constraint,
     drop_constraint,
@@ -245,22 +246,12 @@ class AlterColumn(Operation):
 
     def _build_index_for_new_column(self, ctx: MigrationContext, info: TableInfo, index: Index, position: int) -> None:
         name = self._shadow_index_name(ctx, position)
-        existing = ctx.conn.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                                    " WHERE c.relname = %s AND c.relnamespace = %s::regnamespace",
-                                    (name, info.schema)).fetchone()
-        if existing is not None and existing[0]:
-            return
-        drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(info.schema, name))
-        if existing is not None:
-            ctx.conn.execute(drop)  # an invalid leftover from an interrupted build
-        method = index.method
         columns = [self._new_column(ctx) if column == self.column else column for column in index.columns]
         create = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {table} USING {method} ({columns})").format(
             unique=sql.SQL("UNIQUE " if index.unique else ""), name=sql.Identifier(name),
-            table=table_identifier(info), method=sql.SQL(method),
+            table=table_identifier(info), method=sql.SQL(index.method),
             columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-        ctx.concurrently("build index {0}".format(name), [info.qualified], create,
-                         on_lock_timeout=lambda: ctx.conn.execute(drop))
+        build_index_concurrently(ctx, info.schema, name, create, [info.qualified])
         ctx.save_state(self.state_key + ":ix{0}".format(position), {"replaces": index.name})
 
     def _change_default(self, ctx: MigrationContext, info: TableInfo) -> None:

@@ -8,6 +8,10 @@ from typing import Any, List, Optional, Set
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.concurrent_index import (
+    drop_index_statement,
+    index_validity,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.expressions import (
     check_expression,
@@ -53,11 +57,7 @@ class CreateIndex(Operation):
         return [self.table]
 
     def _index_state(self, ctx: MigrationContext, info: TableInfo) -> Optional[bool]:
-        """None when absent, else whether the index is valid."""
-        row = ctx.conn.execute(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE c.relname = %s AND c.relnamespace = %s::regnamespace", (self.name, info.schema)).fetchone()
-        return None if row is None else row[0]
+        return index_validity(ctx.conn, info.schema, self.name)
 
     def validate(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table, self.sub("table"))
@@ -84,7 +84,7 @@ class CreateIndex(Operation):
         return []
 
     def _drop(self, info: TableInfo):
-        return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(info.schema, self.name))
+        return drop_index_statement(info.schema, self.name)
 
     def _definition(self, table: Any, only: bool = False, concurrently: bool = True, name: Optional[str] = None) -> Any:
         statement = sql.SQL("CREATE {unique}INDEX {concurrently}{name} ON {only}{table} USING {method} ({columns})").format(

@@ -18,6 +18,7 @@ from typing import Any, List, Set
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill import backfill_key, run_batches
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.concurrent_index import build_index_concurrently
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.expressions import DOLLAR_TAG
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
@@ -205,19 +206,11 @@ class RewriteTable(Operation):
 
     def _build_shadow_index(self, ctx: MigrationContext, info: TableInfo, definition: str, position: int) -> None:
         name = self._shadow_index(ctx, position)
-        valid = ctx.conn.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                                 " WHERE c.relname = %s AND c.relnamespace = %s::regnamespace",
-                                 (name, info.schema)).fetchone()
-        if valid is not None and valid[0]:
-            return
-        drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(info.schema, name))
-        if valid is not None:
-            ctx.conn.execute(drop)
         unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
         create = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {shadow} USING {rest}").format(
             unique=sql.SQL(unique), name=sql.Identifier(name),
             shadow=sql.Identifier(info.schema, self._shadow(ctx)), rest=sql.SQL(definition.split(" USING ", 1)[1]))
-        ctx.concurrently("build index {0}".format(name), [], create, on_lock_timeout=lambda: ctx.conn.execute(drop))
+        build_index_concurrently(ctx, info.schema, name, create, [])
 
     # -- complete -------------------------------------------------------------------------
 
