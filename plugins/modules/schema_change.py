@@ -252,7 +252,11 @@ from ansible_collections.keel.postgres.plugins.module_utils.errors import Invali
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import BackfillSettings
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.engine import MigrationRequest, MigrationRun
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.module_options import (
+    check_batch_size,
+    lock_policy_from,
+    table_diff,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
 
 
@@ -275,14 +279,8 @@ def request_from(params):
     name = params["name"]
     if not name or len(name) > 200 or any(ch in name for ch in "\0\n\r"):
         raise InvalidOption("name", "expected a short single-line name, got {0!r}".format(name))
-    lock_timeout = parse_duration(params["lock_timeout"], "lock_timeout")
-    if not 0 < lock_timeout <= 60:
-        raise InvalidOption("lock_timeout", "must be more than 0 and at most 60 s (short is the point), got {0}".format(
-            params["lock_timeout"]))
-    if params["lock_retries"] < 0:
-        raise InvalidOption("lock_retries", "must not be negative")
-    if params["batch_size"] < 1:
-        raise InvalidOption("batch_size", "must be at least 1")
+    policy = lock_policy_from(params, parse_duration(params["statement_timeout"], "statement_timeout"))
+    batch_size = check_batch_size(params)
     if params["backfill_pause_ratio"] < 0:
         raise InvalidOption("backfill_pause_ratio", "must not be negative")
     lag = params["max_replication_lag"]
@@ -290,20 +288,14 @@ def request_from(params):
         name=name,
         operations=params["operations"],
         state=params["state"],
-        policy=LockPolicy(lock_timeout=lock_timeout, retries=params["lock_retries"],
-                          statement_timeout=parse_duration(params["statement_timeout"], "statement_timeout")),
+        policy=policy,
         backfill=BackfillSettings(
-            batch_size=params["batch_size"],
+            batch_size=batch_size,
             pause_ratio=params["backfill_pause_ratio"],
             max_replication_lag=None if lag is None else parse_duration(lag, "max_replication_lag"),
             lag_wait_timeout=parse_duration(params["replication_lag_timeout"], "replication_lag_timeout"),
         ),
     )
-
-
-def ansible_diff(before, after):
-    return [{"before_header": table, "after_header": table, "before": before.get(table, ""),
-             "after": after.get(table, "")} for table in sorted(set(before) | set(after))]
 
 
 def schema_change(module):
@@ -315,7 +307,7 @@ def schema_change(module):
         conn.close()
     diff = result.pop("diff", None)
     if module._diff and diff:
-        result["diff"] = ansible_diff(diff["before"], diff["after"])
+        result["diff"] = table_diff(diff["before"], diff["after"])
     return result
 
 

@@ -149,13 +149,15 @@ metrics:
   type: dict
 """
 
-from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import BackfillSettings
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.module_options import (
+    check_batch_size,
+    lock_policy_from,
+    table_diff,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.shadow.engine import ShadowRequest, ShadowRun
 from ansible_collections.keel.postgres.plugins.module_utils.shadow.spec import parse_spec
-from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
 
 
 def argument_spec():
@@ -174,17 +176,14 @@ def argument_spec():
 
 
 def request_from(params):
-    lock_timeout = parse_duration(params["lock_timeout"], "lock_timeout")
-    if not 0 < lock_timeout <= 60:
-        raise InvalidOption("lock_timeout", "must be more than 0 and at most 60 s")
-    if params["batch_size"] < 1:
-        raise InvalidOption("batch_size", "must be at least 1")
+    policy = lock_policy_from(params, statement_timeout=0)
+    batch_size = check_batch_size(params)
     return ShadowRequest(
         spec=parse_spec(params),
         state=params["state"],
         drift_check=params["drift_check"],
-        policy=LockPolicy(lock_timeout=lock_timeout, retries=params["lock_retries"], statement_timeout=0),
-        backfill=BackfillSettings(batch_size=params["batch_size"], pause_ratio=0.2, max_replication_lag=None,
+        policy=policy,
+        backfill=BackfillSettings(batch_size=batch_size, pause_ratio=0.2, max_replication_lag=None,
                                   lag_wait_timeout=600),
     )
 
@@ -198,8 +197,7 @@ def shadow_write(module):
         conn.close()
     diff = result.pop("diff")
     if module._diff:
-        result["diff"] = [{"before_header": table, "after_header": table, "before": diff["before"][table],
-                           "after": diff["after"].get(table, "")} for table in sorted(diff["before"])]
+        result["diff"] = table_diff(diff["before"], diff["after"])
     return result
 
 
