@@ -61,3 +61,33 @@ class GateFailed(KeelError):
     def __init__(self, message: str, report: dict) -> None:
         super().__init__(message)
         self.details = report
+
+
+class IntegrityFailed(KeelError):
+    """A backup's bytes, header or manifest fail authentication: never restored from."""
+
+    kind = "integrity_failed"
+
+
+class KeyShredded(KeelError):
+    """The tenant's key was destroyed on purpose: its backups are unreadable by design."""
+
+    kind = "key_shredded"
+
+
+class KeyUnavailable(KeelError):
+    """The tenant's key is missing, or the key provider refused or could not be reached."""
+
+    kind = "key_unavailable"
+
+
+class StoreFailed(KeelError):
+    """The object store refused or failed an operation (network, permissions, missing bucket)."""
+
+    kind = "store_failed"
+
+
+class ObjectLocked(StoreFailed):
+    """The store refused to delete or overwrite an object because of its lock or legal hold."""
+
+    kind = "object_locked"
