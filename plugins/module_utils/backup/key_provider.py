@@ -18,12 +18,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeyShredded
+
 try:
     from typing import Protocol
 except ImportError:  # Python < 3.8 on an old managed node
     Protocol = object  # type: ignore[assignment,misc]
 
 DATA_KEY_BYTES = 32
+
+
+def key_shredded(tenant: str, shredded_at: Optional[str]) -> KeyShredded:
+    """The one wording of "this tenant was crypto-shredded", whichever provider noticed."""
+    return KeyShredded("tenant {0}'s key was shredded at {1}: its backups are unreadable by design".format(tenant, shredded_at or "an unrecorded time"))
+
+
+def unwrap_failed(tenant: str, version: str) -> IntegrityFailed:
+    """A wrapped key that fails authentication: never a reason to try harder, always a refusal."""
+    return IntegrityFailed("data key does not unwrap with tenant {0}'s key {1}: wrong tenant or altered backup".format(tenant, version))
 
 
 @dataclass(frozen=True)
