@@ -1,0 +1,235 @@
+#!/usr/bin/python
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup
+short_description: Encrypted, write-once backup of a tenant's database or schemas
+version_added: 0.1.0
+description:
+  - Streams C(pg_dump -Fc -Z0) through zstandard compression and chunked AES-256-GCM encryption into the store, without
+    plaintext ever touching disk. Memory stays bounded by the chunk and part sizes, whatever the database size.
+  - Each backup gets a fresh data key, wrapped by the tenant's key (see M(keel.postgres.tenant_key)); shredding that key
+    makes every backup of the tenant unreadable.
+  - On S3 the upload itself carries the tenant's Object Lock (mode and retain-until = now + C(retention.days)) and legal hold;
+    on a file store objects are written once, read-only, and never overwritten.
+  - Row counts and content fingerprints of every table are taken in the same snapshot as the dump and recorded in the manifest,
+    so M(keel.postgres.restore_verify) can prove a restore matches what was dumped.
+  - The manifest is written last and authenticated with a MAC, so a backup that failed or was killed has no manifest and does not exist.
+  - Every run appends an audit event to the store and returns it.
+author:
+  - keel.postgres maintainers (@keel-postgres)
+extends_documentation_fragment:
+  - keel.postgres.connection
+  - keel.postgres.backup_tenants
+  - keel.postgres.backup_store
+  - keel.postgres.key_provider
+attributes:
+  check_mode:
+    support: full
+    description: Checks the tenant, key, store and database and reports what would be backed up; writes nothing.
+  diff_mode:
+    support: none
+options:
+  tenant:
+    description:
+      - The tenant to back up; must be one of O(tenants).
+      - The database dumped is the tenant's C(database), unless O(db) names another.
+    type: str
+    required: true
+  schemas:
+    description:
+      - Dump only these schemas. Defaults to the tenant's C(schemas); when both are empty the whole database is dumped.
+    type: list
+    elements: str
+  chunk_size:
+    description: Plaintext bytes per encrypted chunk, between V(64KiB) and V(64MiB).
+    type: str
+    default: 4MiB
+  compression_level:
+    description: zstandard level, 1 (fastest) to 19.
+    type: int
+    default: 3
+  compression_threads:
+    description: zstandard worker threads; V(0) compresses in the module's own thread.
+    type: int
+    default: 2
+  table_stats:
+    description:
+      - What to record per table at dump time. V(fingerprints) counts rows and hashes their content (one extra read of every
+        table, in parallel with the dump), V(row_counts) only counts, V(none) records nothing (restore verification then checks less).
+    type: str
+    choices: [ fingerprints, row_counts, none ]
+    default: fingerprints
+  skip_if_newer_than:
+    description:
+      - Make no backup when the tenant already has a published backup younger than this (for example V(20h)), and report
+        C(changed=false). Without it every run makes a new backup.
+    type: str
+  client_bin_dir:
+    description: Directory of C(pg_dump). Defaults to the newest one found on PATH or in the usual per-version directories.
+    type: path
+notes:
+  - The password of the database role reaches pg_dump through its environment, never its command line.
+  - Orphans of failed backups (incomplete uploads, data objects without manifest) are removed by M(keel.postgres.backup_retention).
+seealso:
+  - module: keel.postgres.tenant_key
+  - module: keel.postgres.backup_info
+  - module: keel.postgres.backup_retention
+  - ref: "Backup stream format <https://github.com/keel-postgres/keel.postgres/blob/main/docs/backup_stream_format.md>"
+    description: The byte layout, so a backup can be read without Ansible.
+"""
+
+EXAMPLES = r"""
+- name: Nightly backup of each tenant, locked in S3 for its retention period
+  keel.postgres.backup:
+    tenant: "{{ item.name }}"
+    tenants: "{{ keel_tenants }}"
+    login_host: db1.internal
+    login_user: backup
+    store:
+      type: s3
+      bucket: acme-backups
+      prefix: postgres/
+      region: eu-west-1
+    key_provider:
+      type: aws_kms
+      region: eu-west-1
+    skip_if_newer_than: 20h
+  loop: "{{ keel_tenants }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: Back up one schema-per-tenant into a local write-once directory
+  keel.postgres.backup:
+    tenant: globex
+    tenants: "{{ keel_tenants }}"
+    store: {type: file, path: /srv/backups}
+    key_provider: {type: file, directory: /etc/keel/keys}
+  register: backup
+"""
+
+RETURN = r"""
+backup_id:
+  description: The new backup's id; ids sort by creation time.
+  returned: when a backup was made
+  type: str
+  sample: 20261125T020000Z-3f9a1c2b
+tenant:
+  description: The tenant.
+  returned: always
+  type: str
+object:
+  description: Key of the encrypted stream, relative to the store prefix.
+  returned: when a backup was made
+  type: str
+manifest:
+  description: Key of the manifest, relative to the store prefix.
+  returned: when a backup was made
+  type: str
+sizes:
+  description: Bytes dumped (C(raw)), after compression (C(compressed)), as stored with header and tags (C(stored), C(object)).
+  returned: when a backup was made
+  type: dict
+compression_ratio:
+  description: raw / compressed.
+  returned: when a backup was made
+  type: float
+stages_ms:
+  description: Time spent waiting for pg_dump (C(dump)), compressing, encrypting and writing to the store (C(store)).
+  returned: when a backup was made
+  type: dict
+throughput_mib_s:
+  description: Raw dump bytes per second, in MiB/s, over the whole stream.
+  returned: when a backup was made
+  type: float
+tables:
+  description: Number of tables counted (and fingerprinted) in the dump's snapshot.
+  returned: when a backup was made
+  type: int
+key_id:
+  description: The tenant key version that wrapped the data key.
+  returned: when a backup was made
+  type: str
+lock_mode:
+  description: V(COMPLIANCE), V(GOVERNANCE) or null.
+  returned: when a backup was made
+  type: str
+retain_until:
+  description: When the store lock lapses (ISO 8601, UTC), or null without lock.
+  returned: when a backup was made
+  type: str
+legal_hold:
+  description: Whether a legal hold was placed.
+  returned: when a backup was made
+  type: bool
+skipped_because:
+  description: The recent backup that made this run skip (see O(skip_if_newer_than)).
+  returned: when skipped
+  type: dict
+plan:
+  description: In check mode, what would be backed up (tables, database size, lock).
+  returned: check mode
+  type: dict
+audit:
+  description: The audit event written for this run (no secrets), with C(audit_object), its key in the store.
+  returned: when a backup was attempted
+  type: dict
+metrics:
+  description: Wall time per phase in milliseconds and byte counters.
+  returned: always
+  type: dict
+"""
+
+import datetime
+
+from ansible_collections.keel.postgres.plugins.module_utils import pg
+from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import backup_request_from
+from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_run import BackupRun
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, open_store_and_keys
+from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+
+
+def argument_spec():
+    spec = backup_family_spec()
+    spec.update(
+        tenant=dict(type="str", required=True),
+        schemas=dict(type="list", elements="str"),
+        chunk_size=dict(type="str", default="4MiB"),
+        compression_level=dict(type="int", default=3),
+        compression_threads=dict(type="int", default=2),
+        table_stats=dict(type="str", choices=["fingerprints", "row_counts", "none"], default="fingerprints"),
+        skip_if_newer_than=dict(type="str"),
+        client_bin_dir=dict(type="path"),
+    )
+    return spec
+
+
+def backup(module):
+    request = backup_request_from(module.params)
+    store, keys = open_store_and_keys(module.params)
+    run = BackupRun(
+        request, store, keys,
+        connect=lambda database: pg.connect(dict(module.params, db=database), module.application_name, autocommit=True),
+        metrics=module.metrics,
+        client_bin_dir=module.params.get("client_bin_dir"),
+        conn_kwargs=pg.connection_kwargs(dict(module.params, db=request.database), module.application_name),
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recent = run.recent_backup(now)
+    if recent is not None:
+        return {"changed": False, "tenant": request.tenant.name, "skipped_because": recent}
+    if module.check_mode:
+        return {"changed": True, "tenant": request.tenant.name, "plan": run.plan(now)}
+    return run.execute(now)
+
+
+def main():
+    module = KeelModule("backup", argument_spec(), supports_check_mode=True)
+    module.run(backup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: backup_info
+short_description: List tenants' backups from the store, with locks, verification status and checked manifests
+version_added: 0.1.0
+description:
+  - Lists the backups of one tenant (O(tenant)) or of every tenant in O(tenants), oldest first, as the store holds them, with
+    id, creation time, sizes, lock mode, retain-until, legal hold, key version and the latest restore verification outcome.
+  - Each manifest's MAC is checked with the tenant's key while listing (C(mac_status)); a manifest that fails is reported,
+    and a tenant whose key was shredded is reported as such.
+  - Objects of backups that never published a manifest (killed or failed runs) are not backups; they are counted as
+    C(orphans) for M(keel.postgres.backup_retention) to remove.
+author:
+  - keel.postgres maintainers (@keel-postgres)
+extends_documentation_fragment:
+  - keel.postgres.backup_tenants
+  - keel.postgres.backup_store
+  - keel.postgres.key_provider
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; behaves the same.
+  diff_mode:
+    support: none
+options:
+  tenant:
+    description: List only this tenant. By default every tenant in O(tenants) is listed.
+    type: str
+  check_macs:
+    description: Authenticate every manifest (one key unwrap per backup, a KMS call with V(aws_kms)).
+    type: bool
+    default: true
+  read_data:
+    description:
+      - Also read, decrypt and authenticate every byte of every listed backup, and check it against its manifest
+        (header digest, chunk order and final chunk, SHA-256, sizes). Reports C(integrity) per backup.
+      - Reads the whole backup set from the store; nothing is written anywhere.
+    type: bool
+    default: false
+seealso:
+  - module: keel.postgres.backup
+  - module: keel.postgres.backup_retention
+"""
+
+EXAMPLES = r"""
+- name: What backups does acme have, and are they intact?
+  keel.postgres.backup_info:
+    tenant: acme
+    tenants: "{{ keel_tenants }}"
+    store: {type: s3, bucket: acme-backups, region: eu-west-1}
+    key_provider: {type: aws_kms, region: eu-west-1}
+  register: acme_backups
+
+- name: Fail when any manifest was tampered with
+  ansible.builtin.assert:
+    that: acme_backups.tenants[0].backups | selectattr('mac_status', 'equalto', 'failed') | list | length == 0
+"""
+
+RETURN = r"""
+tenants:
+  description: One entry per tenant listed.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    tenant:
+      description: The tenant name.
+      type: str
+    backups:
+      description:
+        - Published backups, oldest first. Each has C(backup_id), C(created_at), C(completed_at), C(scope), C(sizes),
+          C(stored_bytes), C(lock_mode), C(retain_until), C(legal_hold), C(key_id), C(tables), C(mac_status)
+          (V(verified), V(failed), V(key_shredded), V(key_unavailable), V(not_checked)), C(problem) and C(verification)
+          (the latest restore verification record, or null).
+        - With O(read_data), also C(integrity) (V(ok) or the problem found) and C(integrity_error) (the error kind).
+      type: list
+      elements: dict
+    orphans:
+      description: Backup ids with objects but no manifest (not backups; removed by backup_retention).
+      type: list
+      elements: str
+    incomplete_uploads:
+      description: Multipart uploads (or partial files) that never completed.
+      type: int
+    latest_backup:
+      description: The id of the newest backup whose manifest verified, or null.
+      type: str
+    stored_bytes:
+      description: Bytes held by the tenant's published backups.
+      type: int
+metrics:
+  description: Wall time per phase in milliseconds.
+  returned: always
+  type: dict
+"""
+
+from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
+from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader
+from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import MAC_VERIFIED, list_backups
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, open_store_and_keys
+from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
+from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+
+
+def argument_spec():
+    spec = backup_family_spec()
+    spec.update(
+        tenant=dict(type="str"),
+        check_macs=dict(type="bool", default=True),
+        read_data=dict(type="bool", default=False),
+    )
+    return spec
+
+
+def read_and_check(store, keys, entry, metrics):
+    report = entry.as_dict()
+    try:
+        with metrics.phase("read_data"):
+            checked = BackupReader(store, keys, entry.tenant, entry.backup_id).check()
+    except KeelError as exc:
+        report.update(integrity=exc.message, integrity_error=exc.kind)
+        return report
+    metrics.count("bytes_read", checked["stored_bytes"])
+    report.update(integrity="ok", integrity_error=None)
+    return report
+
+
+def describe_tenant(store, keys, tenant, params, metrics):
+    entries = list_backups(store, tenant.name, keys, check_macs=params["check_macs"] or params["read_data"])
+    published = [entry for entry in entries if entry.published]
+    verified = [entry for entry in published if entry.mac_status == MAC_VERIFIED]
+    describe = (lambda entry: read_and_check(store, keys, entry, metrics)) if params["read_data"] else (lambda entry: entry.as_dict())
+    backups = [describe(entry) for entry in published]
+    return {
+        "tenant": tenant.name,
+        "backups": backups,
+        "orphans": [entry.backup_id for entry in entries if not entry.published],
+        "incomplete_uploads": len(store.incomplete_uploads(layout.backups_prefix(tenant.name))),
+        "latest_backup": verified[-1].backup_id if verified else None,
+        "stored_bytes": sum(entry.stored_bytes for entry in published),
+    }
+
+
+def backup_info(module):
+    tenants = selected_tenants(module.params)[0]
+    store, keys = open_store_and_keys(module.params)
+    with module.metrics.phase("list"):
+        reports = [describe_tenant(store, keys, tenant, module.params, module.metrics) for tenant in tenants]
+    module.metrics.count("backups", sum(len(report["backups"]) for report in reports))
+    return {"changed": False, "tenants": reports}
+
+
+def main():
+    module = KeelModule("backup_info", argument_spec(), uses_postgres=False, supports_check_mode=True)
+    module.run(backup_info)
+
+
+if __name__ == "__main__":
+    main()
