@@ -135,11 +135,11 @@ def storage_cost(tenant: Tenant, kept: Sequence[BackupEntry], now: datetime.date
             tier["monthly_cost"] = None
             unpriced.append(name)
             continue
-        tier["monthly_cost"] = round(tier["bytes"] / float(1 << 30) * float(price), 6)
+        tier["monthly_cost"] = tier["bytes"] / float(1 << 30) * float(price)
         total = (total or 0.0) + tier["monthly_cost"]
     return {
         "tiers": tiers,
         "bytes": sum(tier["bytes"] for tier in tiers.values()),
-        "monthly_cost": round(total, 6) if total is not None and not unpriced else None,
+        "monthly_cost": total if total is not None and not unpriced else None,
         "unpriced_tiers": unpriced,
     }

@@ -146,4 +146,4 @@ def _sum_costs(reports: Sequence[Dict[str, Any]]) -> Optional[float]:
     costs = [report["cost"]["monthly_cost"] for report in reports]
     if any(cost is None for cost in costs):
         return None
-    return round(sum(costs), 6)
+    return sum(costs)
