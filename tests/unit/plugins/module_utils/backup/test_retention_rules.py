@@ -68,7 +68,10 @@ def test_newest_verified_backup_is_kept_even_when_expired():
     assert "verification" in decisions[1].reason
 
 
-@pytest.mark.parametrize("mode, bypass, action", [("COMPLIANCE", False, KEEP), ("COMPLIANCE", True, KEEP), ("GOVERNANCE", False, KEEP), ("GOVERNANCE", True, DELETE)])
+@pytest.mark.parametrize(
+    "mode, bypass, action",
+    [("COMPLIANCE", False, KEEP), ("COMPLIANCE", True, KEEP), ("GOVERNANCE", False, KEEP), ("GOVERNANCE", True, DELETE)],
+)
 def test_unlapsed_locks_block_deletion_unless_governance_is_bypassed(mode, bypass, action):
     locked = entry(40, lock=mode, lock_days=60)
     decision = decide(tenant(), [locked, entry(1)], NOW, GRACE, bypass_governance=bypass)[0]
