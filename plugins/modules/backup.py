@@ -32,6 +32,7 @@ attributes:
     description: Checks the tenant, key, store and database and reports what would be backed up; writes nothing.
   diff_mode:
     support: none
+    description: Nothing to compare; the result reports what was done.
 options:
   tenant:
     description:

@@ -27,6 +27,7 @@ attributes:
     description: Read-only; behaves the same.
   diff_mode:
     support: none
+    description: Nothing to compare; the result reports what was done.
 options:
   tenant:
     description: List only this tenant. By default every tenant in O(tenants) is listed.

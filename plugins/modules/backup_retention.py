@@ -33,6 +33,7 @@ attributes:
     description: Lists what would be deleted and the cost after it; deletes nothing.
   diff_mode:
     support: none
+    description: Nothing to compare; the result reports what was done.
 options:
   tenant:
     description: Apply only this tenant's policy. By default every tenant in O(tenants).

@@ -33,10 +33,18 @@ try:
     from botocore.exceptions import ConnectionError as BotoConnectionError
 except ImportError:  # stores.open_store reports the missing library before any S3Store exists
 
-    class _NeverRaised(Exception):
-        """Stands in for botocore's exceptions so the except clauses below stay valid."""
+    # Stand-ins for botocore's exceptions so the except clauses below stay valid; never raised.
+    class BotoCoreError(Exception):  # type: ignore[no-redef]
+        pass
 
-    BotoCoreError = ClientError = HTTPClientError = BotoConnectionError = _NeverRaised  # type: ignore[assignment,misc]
+    class ClientError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class HTTPClientError(BotoCoreError):  # type: ignore[no-redef]
+        pass
+
+    class BotoConnectionError(BotoCoreError):  # type: ignore[no-redef]
+        pass
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import check_key, check_lock, describe_lock, refuse_if_locked
@@ -303,8 +311,7 @@ class S3Store:
     def pages(self, operation: str, key: str, pages: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
         """A paginator's pages, with failures mapped like ``call``."""
         try:
-            for page in pages:
-                yield page
+            yield from pages
         except ClientError as error:
             raise self._request_failure(operation, key, error) from None
         except BotoCoreError as error:
