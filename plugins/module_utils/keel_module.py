@@ -33,6 +33,12 @@ class KeelModule(AnsibleModule):
                 exception=pg.PSYCOPG_IMPORT_ERROR,
             )
 
+    def require_libraries(self, import_errors: Dict[str, Optional[str]]) -> None:
+        """Fail with ``missing_required_lib`` for the first library (pip name -> import traceback) that is missing."""
+        for library, import_error in import_errors.items():
+            if import_error is not None:
+                self.fail_json(msg=missing_required_lib(library), exception=import_error)
+
     @property
     def application_name(self) -> str:
         return "keel.postgres/{0}".format(self.keel_name)

@@ -189,7 +189,7 @@ import datetime
 from ansible_collections.keel.postgres.plugins.module_utils import pg
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import backup_request_from
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_run import BackupRun
-from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, open_store_and_keys
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
 
 
@@ -229,6 +229,7 @@ def backup(module):
 
 def main():
     module = KeelModule("backup", argument_spec(), supports_check_mode=True)
+    module.require_libraries(backup_library_errors())
     module.run(backup)
 
 

@@ -103,7 +103,7 @@ metrics:
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import MAC_VERIFIED, list_backups
-from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, open_store_and_keys
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
 from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
@@ -159,6 +159,7 @@ def backup_info(module):
 
 def main():
     module = KeelModule("backup_info", argument_spec(), uses_postgres=False, supports_check_mode=True)
+    module.require_libraries(backup_library_errors())
     module.run(backup_info)
 
 

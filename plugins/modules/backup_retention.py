@@ -141,7 +141,7 @@ metrics:
 import datetime
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.retention_run import RetentionRun, RetentionSettings
-from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, open_store_and_keys
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
@@ -199,6 +199,7 @@ def backup_retention(module):
 
 def main():
     module = KeelModule("backup_retention", argument_spec(), uses_postgres=False, supports_check_mode=True)
+    module.require_libraries(backup_library_errors())
     module.run(backup_retention)
 
 

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
+from ansible_collections.keel.postgres.plugins.module_utils.backup.dump_pipeline import ZSTANDARD_IMPORT_ERROR
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import key_provider_option, open_key_provider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store, store_argument_spec
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import CRYPTOGRAPHY_IMPORT_ERROR
 
 
 def backup_family_spec() -> Dict[str, Dict[str, Any]]:
@@ -19,6 +21,11 @@ def backup_family_spec() -> Dict[str, Dict[str, Any]]:
         key_provider=key_provider_option(required=True),
         audit_actor=dict(type="str"),
     )
+
+
+def backup_library_errors() -> Dict[str, Optional[str]]:
+    """The libraries every backup-family module needs on the host running it (boto3 only for S3 and KMS)."""
+    return {"cryptography": CRYPTOGRAPHY_IMPORT_ERROR, "zstandard": ZSTANDARD_IMPORT_ERROR}
 
 
 def open_store_and_keys(params: Mapping[str, Any]) -> Tuple[ObjectStore, KeyProvider]:

@@ -232,3 +232,18 @@ def _wait_for_backend(pg_cluster, database, application_name, timeout=60.0):
             return
         time.sleep(0.1)
     raise AssertionError(f"no backend {application_name!r} appeared")
+
+
+def test_missing_crypto_libraries_on_the_module_host_are_a_clear_failure(world, tmp_path):
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    world.add_tenant("acme")
+    result = world.run_playbook(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - name: info\n      keel.postgres.backup_info: '{{ module_args }}'\n",
+        extra_vars={"ansible_python_interpreter": str(bare / "bin" / "python"), "module_args": world.module_args()},
+    )
+    assert result.rc != 0
+    assert "Failed to import the required Python library (cryptography)" in result.task("info")["result"]["msg"]
