@@ -12,11 +12,11 @@ iteration ends without error, so a consumer must not commit before that.
 from __future__ import annotations
 
 import hashlib
-import traceback
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import unwrap_with_rewraps
+from ansible_collections.keel.postgres.plugins.module_utils.backup.compression import CompressionError, new_decompressor
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import open_manifest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore
@@ -26,14 +26,6 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format
     read_header,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed
-
-try:
-    import zstandard
-except ImportError:
-    zstandard = None
-    ZSTANDARD_IMPORT_ERROR: Optional[str] = traceback.format_exc()
-else:
-    ZSTANDARD_IMPORT_ERROR = None
 
 
 class _HashingReader:
@@ -75,7 +67,7 @@ class BackupReader:
             header, header_bytes = read_header(hashing)
             self._check_header(header, header_bytes)
             opener = StreamOpener(header, header_bytes, self._data_key)
-            decompressor = zstandard.ZstdDecompressor().decompressobj()
+            decompressor = new_decompressor()
             for plaintext in opener.iter_plaintext(hashing):
                 data = decompressor.decompress(plaintext)
                 self.raw_bytes += len(data)
@@ -84,7 +76,7 @@ class BackupReader:
             self.chunks = opener.chunks
             self.stored_bytes = hashing.size
             self._check_totals(hashing)
-        except zstandard.ZstdError as exc:
+        except CompressionError as exc:
             raise IntegrityFailed("the decrypted stream does not decompress ({0}): written by a faulty writer".format(exc)) from None
         finally:
             reader.close()

@@ -23,12 +23,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.audit import append_audit_event, audit_event
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import BackupRequest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import key_context, list_backups
-from ansible_collections.keel.postgres.plugins.module_utils.backup.dump_pipeline import (
-    PipelineResult,
-    new_compressor,
-    pg_dump_invocation,
-    run_pipeline,
-)
+from ansible_collections.keel.postgres.plugins.module_utils.backup.compression import new_compressor
+from ansible_collections.keel.postgres.plugins.module_utils.backup.dump_pipeline import PipelineResult, pg_dump_invocation, run_pipeline
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import DATA_KEY_BYTES, KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import seal_manifest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore

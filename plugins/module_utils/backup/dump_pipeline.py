@@ -17,20 +17,11 @@ import os
 import subprocess
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectWriter
 from ansible_collections.keel.postgres.plugins.module_utils.errors import ClientToolProblem
-
-try:
-    import zstandard
-except ImportError:
-    zstandard = None
-    ZSTANDARD_IMPORT_ERROR: Optional[str] = traceback.format_exc()
-else:
-    ZSTANDARD_IMPORT_ERROR = None
 
 READ_BLOCK = 1024 * 1024
 _PIPE_SIZE = 1024 * 1024
@@ -82,10 +73,6 @@ def pg_dump_invocation(pg_dump: str, conn_kwargs: Mapping[str, Any], schemas: Se
     for schema in schemas:
         argv.append("--schema=" + _pattern_literal(schema))
     return argv, env
-
-
-def new_compressor(level: int, threads: int) -> Any:
-    return zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True).compressobj()
 
 
 def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: Any, writer: ObjectWriter) -> PipelineResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ansible_collections.keel.postgres.plugins.module_utils.backup.dump_pipeline import ZSTANDARD_IMPORT_ERROR
+from ansible_collections.keel.postgres.plugins.module_utils.backup.compression import ZSTANDARD_IMPORT_ERROR
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import key_provider_option, open_key_provider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore
