@@ -2,7 +2,9 @@
 
 The KMS tests run against moto_server (tests/harness/kms_server.py): moto is
 the one accepted mock in this suite, because AWS KMS itself cannot run here.
-Everything else is real: ansible-playbook, the module, the key directory.
+Everything else is real: ansible-playbook, the module, the key directory,
+and for audit events and re-wrapping the SeaweedFS S3 server, PostgreSQL and
+keel.postgres.backup / backup_info (the `world` fixture of test_backup.py).
 Wrapping and unwrapping data keys happen in this process through the same
 provider classes the backup modules use, to prove what the module did.
 """
@@ -17,8 +19,13 @@ import stat
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
+from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import open_key_provider
-from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeyShredded, KeyUnavailable
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store
+from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeyShredded, KeyUnavailable, StoreFailed
+
+from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +34,15 @@ _NO_LOG_PLACEHOLDER = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
 def playbook_for(tasks: List[Dict[str, Any]]) -> str:
-    """One tenant_key task per entry; each reads its options from module_args[i] and later tasks run after a failure."""
+    """One task per entry (tenant_key unless it names another module); each reads its options from module_args[i].
+
+    Later tasks run after a failure.
+    """
     lines = ["- hosts: localhost", "  gather_facts: false", "  tasks:"]
     for index, task in enumerate(tasks):
         lines += [
             "    - name: {0}".format(task["name"]),
-            "      keel.postgres.tenant_key: \"{{{{ module_args[{0}] }}}}\"".format(index),
+            "      keel.postgres.{0}: \"{{{{ module_args[{1}] }}}}\"".format(task.get("module", "tenant_key"), index),
             "      ignore_errors: true",
             "      check_mode: {0}".format("true" if task.get("check") else "false"),
             "      diff: {0}".format("true" if task.get("diff") else "false"),
@@ -42,7 +52,7 @@ def playbook_for(tasks: List[Dict[str, Any]]) -> str:
 
 @pytest.fixture
 def tenant_key(run_playbook):
-    """Run tenant_key tasks in one playbook: tenant_key((name, options[, {"check": .., "diff": ..}]), ...) -> (run, {name: result})."""
+    """Run tasks in one playbook: tenant_key((name, options[, {"check": .., "diff": .., "module": ..}]), ...) -> (run, {name: result})."""
 
     def run(*tasks: Tuple[Any, ...], env: Optional[Dict[str, str]] = None):
         specs = [dict(task[2] if len(task) > 2 else {}, name=task[0], args=task[1]) for task in tasks]
@@ -69,14 +79,20 @@ def options(key_dir, tenant: str = "acme", **extra: Any) -> Dict[str, Any]:
     return dict({"tenant": tenant, "key_provider": file_provider(key_dir)}, **extra)
 
 
-def assert_failed(record, error: str, field: Optional[str] = None) -> Dict[str, Any]:
+INFO = {"module": "tenant_key_info"}
+
+
+def assert_failed(record, error: str, field: Optional[str] = None, audited: bool = True) -> Dict[str, Any]:
     result = record["result"]
     assert record["status"] == "failed", result
     assert result["error"] == error, result
     if field is not None:
         assert result["field"] == field, result
         assert result["msg"].startswith(field + ": "), result
-    assert result["audit"]["outcome"] == "failed" and result["audit"]["error"] == error
+    if audited:
+        assert result["audit"]["outcome"] == "failed" and result["audit"]["error"] == error
+    else:
+        assert "audit" not in result  # tenant_key_info only reads
     return result
 
 
@@ -90,7 +106,7 @@ def wrap_locally(provider_options: Dict[str, Any], tenant: str = "acme") -> Tupl
 
 
 def test_create_is_idempotent_and_writes_a_private_key(tenant_key, key_dir):
-    run, results = tenant_key(("create", options(key_dir)), ("again", options(key_dir)), ("info", options(key_dir, state="info")))
+    run, results = tenant_key(("create", options(key_dir)), ("again", options(key_dir)), ("info", options(key_dir), INFO))
     run.assert_ok()
     created, again, info = results["create"], results["again"], results["info"]
     assert created["status"] == "changed"
@@ -100,7 +116,8 @@ def test_create_is_idempotent_and_writes_a_private_key(tenant_key, key_dir):
     assert set(created["result"]["audit"]) >= {"action", "tenant", "outcome", "at"}
     assert again["status"] == "ok" and again["result"]["changed"] is False and again["result"]["audit"]["outcome"] == "unchanged"
     assert again["result"]["key"] == key
-    assert info["status"] == "ok" and info["result"]["key"] == key and info["result"]["audit"]["action"] == "key_info"
+    assert info["status"] == "ok" and info["result"]["changed"] is False
+    assert info["result"]["key"] == key and info["result"]["tenant_keys"] == [key] and "audit" not in info["result"]
     key_file = key_dir / "acme" / "v1.key"
     assert len(key_file.read_bytes()) == 32
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE((key_dir / "acme").stat().st_mode) == 0o700
@@ -241,9 +258,168 @@ def test_a_key_directory_others_can_read_is_refused(tenant_key, key_dir):
     run, results = tenant_key(("create", options(key_dir)))
     run.assert_ok()
     os.chmod(key_dir / "acme" / "v1.key", 0o644)
-    run, results = tenant_key(("info", options(key_dir, state="info")))
-    result = assert_failed(results["info"], "key_unavailable")
+    run, results = tenant_key(("info", options(key_dir), INFO))
+    result = assert_failed(results["info"], "key_unavailable", audited=False)
     assert result["msg"].startswith("{0} has mode 0644: group and other must have no access".format(key_dir / "acme" / "v1.key"))
+
+
+def test_tenant_key_info_reports_one_or_every_tenant_and_state_info_is_gone(tenant_key, key_dir):
+    keel_tenants = [{"name": "acme", "database": "app", "retention": {"days": 7}}, {"name": "globex", "database": "app", "retention": {"days": 7}}]
+    _run, results = tenant_key(
+        ("create", options(key_dir)),
+        ("rotate", options(key_dir, state="rotated")),
+        ("one", options(key_dir), INFO),
+        ("every", {"tenants": keel_tenants, "key_provider": file_provider(key_dir)}, INFO),
+        ("every in check mode", {"tenants": keel_tenants, "key_provider": file_provider(key_dir)}, dict(INFO, check=True)),
+        ("neither", {"key_provider": file_provider(key_dir)}, INFO),
+        ("bad entry", {"tenants": [{"database": "app"}], "key_provider": file_provider(key_dir)}, INFO),
+        ("state info", options(key_dir, state="info")),
+    )
+    one, every, checked = results["one"]["result"], results["every"]["result"], results["every in check mode"]["result"]
+    assert results["one"]["status"] == "ok" and one["changed"] is False
+    assert one["key"]["current_key_id"] == "v2" and one["tenant_keys"] == [one["key"]] and results["rotate"]["result"]["key"] == one["key"]
+    assert results["every"]["status"] == "ok" and "key" not in every
+    assert [(k["tenant"], k["exists"], k["current_key_id"]) for k in every["tenant_keys"]] == [("acme", True, "v2"), ("globex", False, None)]
+    assert results["every in check mode"]["status"] == "ok" and checked["tenant_keys"] == every["tenant_keys"]
+    assert sorted(os.listdir(key_dir)) == ["acme"]  # looking created nothing
+    assert results["neither"]["status"] == "failed" and "one of the following is required: tenant, tenants" in results["neither"]["result"]["msg"]
+    assert_failed(results["bad entry"], "invalid_option", "tenants[0].name", audited=False)
+    refused = results["state info"]["result"]
+    assert results["state info"]["status"] == "failed" and "value of state must be one of: present, rotated, shredded" in refused["msg"]
+
+
+# -- audit events in the store and re-wrapping after rotation (S3, PostgreSQL) ---------------------
+
+
+def audit_events(s3_client, bucket: str, prefix: str = "pg/audit/") -> Dict[str, Dict[str, Any]]:
+    listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: json.loads(s3_client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()) for item in listed}
+
+
+def test_every_key_action_is_appended_to_the_store_as_a_write_once_object(tenant_key, key_dir, s3_server, tmp_path):
+    client = s3_server.client()
+    bucket = make_locked_bucket(client)
+    store = {"type": "s3", "bucket": bucket, "prefix": "pg/", "endpoint_url": s3_server.endpoint_url, "region": "us-east-1",
+             "access_key": s3_server.access_key, "secret_key": s3_server.secret_key}
+    actor = {"audit_actor": "awx:alice job 42"}
+    run, results = tenant_key(
+        ("create", options(key_dir, store=store, **actor)),
+        ("again", options(key_dir, store=store, **actor)),
+        ("would rotate", options(key_dir, store=store, state="rotated", **actor), {"check": True}),
+        ("rotate", options(key_dir, store=store, state="rotated", **actor)),
+        ("unconfirmed shred", options(key_dir, store=store, state="shredded", **actor)),
+        ("missing bucket", options(key_dir, store=dict(store, bucket="keel-missing-{0}".format(secrets.token_hex(4))), state="rotated")),
+        ("rewrap without store", options(key_dir, state="rotated", rewrap=True)),
+    )
+    run.assert_ok()
+    stored = audit_events(client, bucket)
+    returned = [results[name]["result"]["audit"] for name in ("create", "again", "rotate", "unconfirmed shred")]
+    assert sorted("pg/" + event["audit_object"] for event in returned) == sorted(stored)
+    for event in returned:
+        key = event["audit_object"]
+        assert key.startswith("audit/") and "-{0}-".format(event["action"]) in key
+        assert stored["pg/" + key] == {name: value for name, value in event.items() if name != "audit_object"}
+        assert event["actor"] == "awx:alice job 42" and event["tenant"] == "acme" and event["provider"] == "file"
+    assert [(e["action"], e["outcome"]) for e in returned] == [
+        ("key_create", "changed"), ("key_create", "unchanged"), ("key_rotate", "changed"), ("key_shred", "failed")]
+    assert returned[2]["key_id"] == "v2" and returned[3]["error"] == "invalid_option"
+    assert "audit_object" not in results["would rotate"]["result"]["audit"]  # check mode writes nothing
+    # Never key material in the log.
+    material = (key_dir / "acme" / "v1.key").read_bytes()
+    assert all(base64.b64encode(material).decode() not in json.dumps(event) for event in stored.values())
+
+    # Write-once: an event object cannot be replaced (If-None-Match), so the log cannot be rewritten through keel.
+    with pytest.raises(StoreFailed, match="already exists"):
+        open_store(store).put_bytes(returned[0]["audit_object"], b"{}", Lock())
+
+    # A store that cannot take the event stops the action: the key was not rotated again.
+    assert_failed(results["missing bucket"], "invalid_option", "store.bucket")
+    assert "audit_object" not in results["missing bucket"]["result"]["audit"]  # returned only: the store was not usable
+    assert_failed(results["rewrap without store"], "invalid_option", "rewrap")
+    assert sorted(os.listdir(key_dir / "acme")) == ["v1.key", "v2.key"]
+
+
+@pytest.fixture
+def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
+    """The tenant world of test_backup.py: a database with known rows, key files, a bucket with Object Lock."""
+    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
+    key_dir = tmp_path / "world-keys"
+    key_dir.mkdir(mode=0o700)
+    bucket = make_locked_bucket(s3_server.client())
+    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, bucket, run_playbook)
+
+
+def world_options(world: BackupWorld, tenant: str, **extra: Any) -> Dict[str, Any]:
+    return dict({"tenant": tenant, "key_provider": world.key_provider, "store": world.s3_store()}, **extra)
+
+
+def test_rotation_rewraps_backups_so_a_retired_version_is_not_needed(tenant_key, world):
+    world.add_tenant("acme", retention={"days": 1, "lock_mode": "governance"})
+    world.add_tenant("globex", schemas=["globex"])  # the control: rotated without re-wrap
+    first, second = world.backup("acme"), world.backup("acme")
+    control = world.backup("globex")
+    assert first["key_id"] == second["key_id"] == control["key_id"] == "v1"
+    ids = [first["backup_id"], second["backup_id"]]
+    objects_before = world.objects()
+
+    run, results = tenant_key(
+        ("would rotate", world_options(world, "acme", state="rotated", rewrap=True), {"check": True}),
+        ("rotate", world_options(world, "acme", state="rotated", rewrap=True)),
+        ("rewrap again", world_options(world, "acme", rewrap=True)),
+        ("rotate control", world_options(world, "globex", state="rotated")),
+    )
+    run.assert_ok()
+    would = results["would rotate"]["result"]
+    assert results["would rotate"]["status"] == "changed" and would["rewrapped"] == ids and would["key"]["current_key_id"] == "v2"
+    rotated = results["rotate"]["result"]
+    assert results["rotate"]["status"] == "changed" and rotated["key"]["current_key_id"] == "v2"
+    assert rotated["rewrapped"] == ids and rotated["rewrap_skipped"] == []
+    assert rotated["audit"]["action"] == "key_rotate" and rotated["audit"]["rewrapped"] == ids and rotated["audit"]["audit_object"]
+    again = results["rewrap again"]
+    assert again["status"] == "ok" and again["result"]["changed"] is False
+    assert again["result"]["rewrapped"] == [] and again["result"]["rewrap_skipped"] == []
+    assert results["rotate control"]["result"]["key"]["current_key_id"] == "v2" and "rewrapped" not in results["rotate control"]["result"]
+
+    # One re-wrap object per backup, locked like the backup's data; nothing that existed was touched.
+    objects_after = world.objects()
+    for key, item in objects_before.items():
+        assert objects_after[key]["ETag"] == item["ETag"] and objects_after[key]["LastModified"] == item["LastModified"]
+    client = world.s3_server.client()
+    rewraps = sorted(key for key in objects_after if "/keys/" in key)
+    assert rewraps == sorted("pg/" + layout.rewrap_key("acme", backup_id, "v2") for backup_id in ids)
+    for backup_id in ids:
+        data = client.head_object(Bucket=world.bucket, Key="pg/" + layout.data_key("acme", backup_id))
+        rewrap = client.head_object(Bucket=world.bucket, Key="pg/" + layout.rewrap_key("acme", backup_id, "v2"))
+        assert rewrap["ObjectLockMode"] == data["ObjectLockMode"] == "GOVERNANCE"
+        assert rewrap["ObjectLockRetainUntilDate"] == data["ObjectLockRetainUntilDate"]
+        document = json.loads(client.get_object(Bucket=world.bucket, Key="pg/" + layout.rewrap_key("acme", backup_id, "v2"))["Body"].read())
+        assert document["tenant"] == "acme" and document["backup_id"] == backup_id and document["wrapped_key"]["key_id"] == "v2"
+    key_events = [event for event in audit_events(client, world.bucket).values() if event["action"].startswith("key_")]
+    assert sorted((e["tenant"], e["action"], e["outcome"]) for e in key_events) == [
+        ("acme", "key_create", "unchanged"), ("acme", "key_rotate", "changed"), ("globex", "key_rotate", "changed")]
+
+    # Retire v1 of both tenants, as an operator would once its backups are re-wrapped.
+    for tenant in ("acme", "globex"):
+        os.chmod(world.key_dir / tenant, 0o700)
+        os.unlink(world.key_dir / tenant / "v1.key")
+    result, info = world.run("backup_info", read_data=True)
+    assert result.rc == 0, info
+    reports = {report["tenant"]: report for report in info["tenants"]}
+    acme = reports["acme"]["backups"]
+    assert [b["backup_id"] for b in acme] == ids
+    assert [(b["mac_status"], b["integrity"]) for b in acme] == [("verified", "ok"), ("verified", "ok")]
+    assert [b["key_id"] for b in acme] == ["v1", "v1"]  # the manifests still name v1: read through the re-wraps
+    [lost] = reports["globex"]["backups"]
+    assert lost["backup_id"] == control["backup_id"]
+    assert lost["mac_status"] == "key_unavailable" and lost["integrity_error"] == "key_unavailable" and "v1" in lost["integrity"]
+
+    # Too late for the control: its data key cannot be unwrapped any more, so it cannot be re-wrapped.
+    run, results = tenant_key(("rewrap control", world_options(world, "globex", rewrap=True)))
+    run.assert_ok()
+    late = results["rewrap control"]["result"]
+    assert late["changed"] is False and late["rewrapped"] == []
+    [skipped] = late["rewrap_skipped"]
+    assert skipped["backup_id"] == control["backup_id"] and skipped["reason"].startswith("manifest not authenticated (key_unavailable)")
 
 
 # -- AWS KMS (moto) ---------------------------------------------------------------
@@ -312,7 +488,7 @@ def test_kms_lifecycle(tenant_key, kms_server, kms_provider):
         ("shred", kms_options(kms_provider, state="shredded", confirm_shred="acme")),
         ("shred again", kms_options(kms_provider, state="shredded", confirm_shred="acme")),
         ("recreate", kms_options(kms_provider)),
-        ("info", kms_options(kms_provider, state="info")),
+        ("info", kms_options(kms_provider), INFO),
     )
     assert_failed(results["unconfirmed"], "invalid_option", "confirm_shred")
     shred = results["shred"]["result"]
@@ -346,11 +522,11 @@ def test_kms_key_deleted_after_shredding_reads_as_shredded(kms_server, kms_provi
 def test_kms_errors_name_the_operation_and_never_the_secret(tenant_key, kms_server, kms_provider):
     unreachable = dict(kms_provider, endpoint_url="http://127.0.0.1:9")
     run, results = tenant_key(
-        ("unreachable", kms_options(unreachable, state="info")),
+        ("unreachable", kms_options(unreachable), INFO),
         ("bad prefix", kms_options(dict(kms_provider, alias_prefix="aws/keel"))),
         ("file option on kms", kms_options(dict(kms_provider, directory="/etc/keel/keys"))),
     )
-    result = assert_failed(results["unreachable"], "key_unavailable")
+    result = assert_failed(results["unreachable"], "key_unavailable", audited=False)
     assert result["msg"].startswith("AWS KMS describe_key failed: ")
     assert kms_provider["secret_key"] not in run.stdout + run.stderr + json.dumps(run.tasks)
     assert_failed(results["bad prefix"], "invalid_option", "key_provider.alias_prefix")
