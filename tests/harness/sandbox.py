@@ -139,6 +139,7 @@ class Sandbox:
             "PGPORT": str(self.postgres.port),
             "PGUSER": self.postgres.user,
             "PGDATABASE": DATABASE,
+            "KEEL_SANDBOX_DIR": str(self.state_dir.resolve()),
         }
         if s3 is not None:
             description["s3"] = {
@@ -156,6 +157,7 @@ class Sandbox:
                 AWS_DEFAULT_REGION=s3.region,
                 AWS_REGION=s3.region,
                 AWS_ENDPOINT_URL=s3.endpoint_url,
+                KEEL_BACKUP_BUCKET=BUCKET,
             )
         exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in environment.items())
         _write_private_file(self.env_file, exports)
