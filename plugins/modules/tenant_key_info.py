@@ -23,7 +23,6 @@ attributes:
     description: Read-only; behaves the same.
   diff_mode:
     support: none
-    description: Read-only; nothing to compare.
     description: Nothing is changed, so there is nothing to show.
 options:
   tenant:
