@@ -50,9 +50,12 @@ options:
     type: str
     default: 4MiB
   compression_level:
-    description: zstandard level, 1 (fastest) to 19.
+    description:
+      - zstandard level, 1 (fastest) to 19.
+      - The default, 1, keeps the dump stream ahead of pg_dump on small hosts and its workers small (about 100 MB resident
+        with two threads, against about 220 MB at level 3); higher levels save a few percent of storage for much more CPU.
     type: int
-    default: 3
+    default: 1
   compression_threads:
     description: zstandard worker threads; V(0) compresses in the module's own thread.
     type: int
@@ -199,7 +202,7 @@ def argument_spec():
         tenant=dict(type="str", required=True),
         schemas=dict(type="list", elements="str"),
         chunk_size=dict(type="str", default="4MiB"),
-        compression_level=dict(type="int", default=3),
+        compression_level=dict(type="int", default=1),
         compression_threads=dict(type="int", default=2),
         table_stats=dict(type="str", choices=["fingerprints", "row_counts", "none"], default="fingerprints"),
         skip_if_newer_than=dict(type="str"),

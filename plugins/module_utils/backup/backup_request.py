@@ -43,7 +43,7 @@ def backup_request_from(params: Mapping[str, Any]) -> BackupRequest:
     chunk_size = parse_size(params.get("chunk_size") or "4MiB", "chunk_size")
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
         raise InvalidOption("chunk_size", "must be between 64KiB and 64MiB")
-    level = int(params.get("compression_level", 3))
+    level = int(params.get("compression_level", 1))
     if not 1 <= level <= MAX_ZSTD_LEVEL:
         raise InvalidOption("compression_level", "must be between 1 and {0}, not {1}".format(MAX_ZSTD_LEVEL, level))
     threads = int(params.get("compression_threads", 2))

@@ -247,3 +247,16 @@ def test_missing_crypto_libraries_on_the_module_host_are_a_clear_failure(world, 
     )
     assert result.rc != 0
     assert "Failed to import the required Python library (cryptography)" in result.task("info")["result"]["msg"]
+
+
+def test_fingerprints_use_the_record_hash_and_fall_back_to_text_for_unhashable_types(world, pg_cluster):
+    pg_cluster.execute("CREATE TABLE shapes (id int PRIMARY KEY, at point, doc json); INSERT INTO shapes VALUES (1, '(1,2)', '{\"a\": 1}')",
+                       dbname=world.database)
+    world.add_tenant("acme")
+    backup = world.backup("acme")
+    manifest = json.loads(world.s3_server.client().get_object(Bucket=world.bucket, Key="pg/" + backup["manifest"])["Body"].read())
+    assert manifest["fingerprint_method"] == "keel-rowhash-v2"
+    row_hashes = {t["name"]: t["row_hash"] for t in manifest["tables"]}
+    assert row_hashes == {"customers": "record", "orders": "record", "invoices": "record", "shapes": "text"}
+    shapes = next(t for t in manifest["tables"] if t["name"] == "shapes")
+    assert shapes["rows"] == 1 and shapes["fingerprint"] not in (None, "0")
