@@ -45,11 +45,12 @@ options:
         default: ""
       part_size:
         description:
-          - For V(s3), the size of each part of a multipart upload, as a number of bytes or with a unit (V(16MiB), V(64MB)).
-          - Between V(5MiB) and V(5GiB). Memory used by an upload is about three parts; an object may have at most
-            10000 parts, so the default allows backups of about 156 GiB.
+          - For V(s3), the size of the first parts of a multipart upload, as a number of bytes or with a unit (V(8MiB), V(64MB)).
+          - Between V(5MiB) and V(5GiB). The part size doubles after every 1000 parts, so an upload never runs into S3's
+            limit of 10000 parts (backups up to about 7.8 TiB with the default) while small backups keep small parts.
+          - Memory used by an upload is about three parts.
         type: raw
-        default: 16MiB
+        default: 8MiB
       storage_class:
         description:
           - For V(s3), the storage class of new objects, for example V(STANDARD_IA). The bucket's default when unset.

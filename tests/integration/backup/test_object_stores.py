@@ -568,9 +568,9 @@ def test_open_store_names_the_wrong_field(options: dict, field: str, problem: st
 def test_store_argument_spec() -> None:
     spec = store_argument_spec()
     assert spec["type"] == {"type": "str", "required": True, "choices": ["s3", "file"]}
-    assert spec["part_size"]["default"] == "16MiB" and spec["prefix"]["default"] == ""
+    assert spec["part_size"]["default"] == "8MiB" and spec["prefix"]["default"] == ""
     assert all(spec[name].get("no_log") for name in ("access_key", "secret_key", "session_token"))
-    assert open_store({"type": "s3", "bucket": "keel-b", "region": "us-east-1"}).part_size == 16 * MiB
+    assert open_store({"type": "s3", "bucket": "keel-b", "region": "us-east-1"}).part_size == 8 * MiB
     assert open_store({"type": "s3", "bucket": "keel-b", "region": "us-east-1", "part_size": 8 * MiB}).part_size == 8 * MiB
 
 

@@ -20,7 +20,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.errors import Invali
 from ansible_collections.keel.postgres.plugins.module_utils.units import format_bytes, parse_size
 
 STORE_TYPES = ("s3", "file")
-DEFAULT_PART_SIZE = "16MiB"
+DEFAULT_PART_SIZE = "8MiB"
 # S3 refuses parts below 5 MiB (except the last) and above 5 GiB.
 MIN_PART_SIZE = 5 * 1024**2
 MAX_PART_SIZE = 5 * 1024**3

@@ -51,6 +51,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, ObjectLocked, StoreFailed
 
 MAX_PARTS = 10000  # S3's limit per multipart upload
+MAX_PART_BYTES = 5 * 1024**3  # S3's limit per part
+PARTS_PER_SIZE = 1000
 # Parts waiting for the upload thread. With the part being filled and the part
 # being sent, at most three parts are in memory at once.
 QUEUED_PARTS = 1
@@ -375,13 +377,17 @@ class S3Writer:
     def write(self, data: bytes) -> None:
         self._require_open()
         self._buffer.extend(data)
-        size = self.store.part_size
+        size = self._part_size()
         while len(self._buffer) >= size:
             # One copy through a view (a slice would copy twice); the view must be released before the del.
             with memoryview(self._buffer) as view:
                 part = bytes(view[:size])
             del self._buffer[:size]
             self._enqueue(part)
+            size = self._part_size()
+
+    def _part_size(self) -> int:
+        return part_size_for(self._next_part_number, self.store.part_size)
 
     def commit(self) -> StoredObject:
         self._require_open()
@@ -453,6 +459,17 @@ class S3Writer:
             self._failure = error
         except Exception as error:  # anything else must reach the producer, not die with this thread
             self._failure = StoreFailed("{0}: part {1} failed: {2}".format(self.store.location(self.key), number, _shortened(repr(error))))
+
+
+def part_size_for(part_number: int, base: int) -> int:
+    """The size of part ``part_number`` (from 1): ``base``, doubled every PARTS_PER_SIZE parts.
+
+    Small backups keep small parts (and little memory); large ones never reach
+    S3's 10000-part limit. S3 lets parts differ in size as long as all but the
+    last are at least 5 MiB.
+    """
+    doublings = (part_number - 1) // PARTS_PER_SIZE
+    return min(base << doublings, MAX_PART_BYTES)
 
 
 class S3Reader:

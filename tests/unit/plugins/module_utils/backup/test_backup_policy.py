@@ -89,3 +89,13 @@ def test_manifest_mac_detects_edits_and_wrong_keys():
         open_manifest(raw, "m", lambda w: b"d" * 32, lambda key: b"x" * 32)
     with pytest.raises(IntegrityFailed, match="expected 'globex'"):
         open_manifest(raw, "m", lambda w: b"d" * 32, lambda key: mac_key, expect={"tenant": "globex"})
+
+
+def test_s3_part_size_doubles_every_thousand_parts_up_to_the_s3_limit():
+    from ansible_collections.keel.postgres.plugins.module_utils.backup.stores.s3_store import MAX_PART_BYTES, MAX_PARTS, part_size_for
+
+    mib = 1024 * 1024
+    assert [part_size_for(n, 8 * mib) for n in (1, 1000, 1001, 2001, 9999)] == [8 * mib, 8 * mib, 16 * mib, 32 * mib, 4096 * mib]
+    total = sum(part_size_for(n, 8 * mib) for n in range(1, MAX_PARTS + 1))
+    assert total > 7.5 * 1024**4, "the default reaches about 7.8 TiB within the part limit"
+    assert part_size_for(MAX_PARTS, 64 * mib) == MAX_PART_BYTES
