@@ -1,0 +1,109 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Options of restore verification: masking rules, assertions and the request they make up.
+
+Parsed from the module's arguments; every mistake is reported as an
+``InvalidOption`` naming the path of the entry at fault (``masking[2].column``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import SampleSpec
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+
+
+@dataclass(frozen=True)
+class MaskingRule:
+    index: int
+    schema: Optional[str]
+    table: str
+    column: str
+    expression: str
+
+    @property
+    def field(self) -> str:
+        return "masking[{0}]".format(self.index)
+
+
+@dataclass(frozen=True)
+class Assertion:
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    tenants: List[Tenant]
+    backup_id: Optional[str]  # an id or "latest" (None: latest), without sample
+    sample: Optional[SampleSpec]
+    assertions: List[Assertion] = field(default_factory=list)
+    masking: List[MaskingRule] = field(default_factory=list)
+    statement_timeout_ms: int = 60000
+    fail_on_failure: bool = True
+    actor: Optional[str] = None
+    maintenance_db: str = "postgres"
+    client_bin_dir: Optional[str] = None
+
+
+def parse_masking(value: Any, field_name: str = "masking") -> List[MaskingRule]:
+    """``[{table: "schema.table" | "table", column, expression}]``, every mistake named by its path."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidOption(field_name, "must be a list of {table, column, expression} rules")
+    rules: List[MaskingRule] = []
+    seen: Dict[tuple, int] = {}
+    for index, entry in enumerate(value):
+        where = "{0}[{1}]".format(field_name, index)
+        mapping = _exact_mapping(entry, where, {"table", "column", "expression"})
+        table = _text(mapping.get("table"), where + ".table", "a table name, schema.table or table")
+        parts = table.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise InvalidOption(where + ".table", "must be table or schema.table, not {0!r}".format(table))
+        schema, name = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+        column = _text(mapping.get("column"), where + ".column", "a column name")
+        expression = _text(mapping.get("expression"), where + ".expression", "an SQL expression over the row, such as md5(email) or '***'")
+        key = (schema, name, column)
+        if key in seen:
+            raise InvalidOption(where + ".column", "{0}.{1} is already masked by {2}[{3}]".format(table, column, field_name, seen[key]))
+        seen[key] = index
+        rules.append(MaskingRule(index=index, schema=schema, table=name, column=column, expression=expression))
+    return rules
+
+
+def parse_assertions(value: Any, field_name: str = "assertions") -> List[Assertion]:
+    """``[{name, sql}]``: names are unique, each sql a query returning one boolean."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidOption(field_name, "must be a list of {name, sql} entries")
+    assertions: List[Assertion] = []
+    names: Dict[str, int] = {}
+    for index, entry in enumerate(value):
+        where = "{0}[{1}]".format(field_name, index)
+        mapping = _exact_mapping(entry, where, {"name", "sql"})
+        name = _text(mapping.get("name"), where + ".name", "a name for the assertion")
+        if name in names:
+            raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
+        names[name] = index
+        assertions.append(Assertion(name=name, sql=_text(mapping.get("sql"), where + ".sql", "a query returning one row with one boolean")))
+    return assertions
+
+
+def _exact_mapping(entry: Any, where: str, allowed: set) -> Mapping[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise InvalidOption(where, "must be a mapping with {0}, not {1}".format(", ".join(sorted(allowed)), type(entry).__name__))
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        raise InvalidOption("{0}.{1}".format(where, unknown[0]), "unknown key; expected {0}".format(", ".join(sorted(allowed))))
+    return entry
+
+
+def _text(value: Any, where: str, expected: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOption(where, "is required: " + expected)
+    return value.strip()
