@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.keel.postgres.plugins.module_utils.backup.sql_conditions import describe_condition, sql_condition
 from ansible_collections.keel.postgres.plugins.module_utils.backup.table_stats import (
     FINGERPRINT_METHOD,
     TableStats,
@@ -23,6 +22,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.table_stats i
 )
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import Assertion, MaskingRule
 from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.sql_conditions import describe_condition, sql_condition
 
 try:
     import psycopg

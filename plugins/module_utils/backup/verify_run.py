@@ -50,13 +50,13 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database
-from ansible_collections.keel.postgres.plugins.module_utils.backup.sql_conditions import describe_condition, sql_condition, withhold_row_text
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import apply_masking, check_tables, run_assertion
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import Chosen, Selection, select_backups
 from ansible_collections.keel.postgres.plugins.module_utils.errors import ClientToolProblem, ConnectionFailed, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
+from ansible_collections.keel.postgres.plugins.module_utils.sql_conditions import describe_condition, sql_condition, withhold_row_text
 
 try:
     import psycopg

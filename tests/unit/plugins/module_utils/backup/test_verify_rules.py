@@ -6,7 +6,6 @@ import datetime
 
 import pytest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import BackupEntry
-from ansible_collections.keel.postgres.plugins.module_utils.backup.sql_conditions import sql_condition, withhold_row_text
 from ansible_collections.keel.postgres.plugins.module_utils.backup.table_stats import TableStats
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import parse_tenants
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import compare_tables, judge_result
@@ -14,6 +13,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_option
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_run import scratch_database_name, success_rate
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import RANDOM, SampleSpec, parse_sample, select_backups
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.sql_conditions import sql_condition, withhold_row_text
 
 MANIFEST_TABLES = [
     {"schema": "public", "name": "customer", "rows": 3, "fingerprint": "-12345"},
