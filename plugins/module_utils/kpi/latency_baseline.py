@@ -1,0 +1,382 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Latency measurements as documents: the baseline file, and comparing two measurements.
+
+A measurement document (what ``mode: baseline`` writes, and what ``compare``
+takes on both sides) is JSON::
+
+    {"format": "keel.postgres/query_latency-baseline", "format_version": 1,
+     "server_version": "15.6", "server_version_num": 150006, "database": "app",
+     "measured_at": "2025-01-31T12:00:00Z",
+     "settings": {"runs": 100, "warmup": 5, "allow_writes": false, "statement_timeout_ms": 30000, "interleaved": true},
+     "queries": [{"name": ..., "sql": ..., "source": "queries", "rows": 1,
+                  "samples_ms": [...], "summary": {"n": 100, "p50": ..., ...}}],
+     "overall": {"n": ..., "p50": ..., ...}}
+
+Latencies are milliseconds. Samples are kept (rounded to 0.1 microsecond) so a
+later comparison can compute a confidence interval; summaries are recomputed
+from them when a file is read, so an edited summary cannot mislead a gate.
+
+``compare`` reports, per query and overall, the p50/p95/p99 deltas in percent
+and a bootstrap confidence interval of the p99 ratio current / baseline:
+both sample sets are resampled with replacement (1000 times by default, with
+a fixed seed, so the same inputs always give the same interval), the p99 ratio
+of each pair of resamples is taken, and the interval is the 2.5th and 97.5th
+percentile of those ratios. ``significant`` means the whole interval lies
+above 1.0: the p99 increase is very unlikely to be noise. The overall
+interval resamples each query separately (stratified), so every query keeps
+its weight.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import random
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler import (
+    SOURCE_BASELINE,
+    LatencyQuery,
+    QuerySamples,
+    SamplerSettings,
+)
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.percentiles import DEFINITION, p99_reliable, percentile_of_sorted, summarize
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.query_sources import transaction_control
+
+FORMAT = "keel.postgres/query_latency-baseline"
+FORMAT_VERSION = 1
+SAMPLE_DIGITS = 4
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 20250131
+DEFAULT_CONFIDENCE = 0.95
+FILE_MODE = 0o644
+_COMPARED_SETTINGS = ("runs", "warmup", "allow_writes", "statement_timeout_ms")
+
+
+# -- documents ------------------------------------------------------------------------------------------------------
+
+
+def build_document(
+    results: Sequence[QuerySamples],
+    settings: SamplerSettings,
+    server_version: str,
+    server_version_num: int,
+    database: str,
+    measured_at: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The measurement document of one run (see the module docstring); the same shape is written as a baseline."""
+    queries = []
+    for result in results:
+        samples = [round(value, SAMPLE_DIGITS) for value in result.samples_ms]
+        queries.append({
+            "name": result.query.name,
+            "sql": result.query.sql,
+            "source": result.query.source,
+            "rows": result.rows,
+            "samples_ms": samples,
+            "summary": summarize(samples),
+        })
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "server_version": server_version,
+        "server_version_num": int(server_version_num),
+        "database": database,
+        "measured_at": measured_at or utc_now(),
+        "settings": settings.as_dict(),
+        "queries": queries,
+    }
+    document["overall"] = overall_summary(document)
+    return document
+
+
+def overall_summary(document: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The summary of every sample of every query pooled together, or None without samples."""
+    pooled = [value for query in document["queries"] for value in query["samples_ms"]]
+    return summarize(pooled) if pooled else None
+
+
+def query_summaries(document: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """Per query: name, source, sql, rows and the summary fields, without the samples (for a module result)."""
+    summaries = []
+    for query in document["queries"]:
+        entry = {"name": query["name"], "source": query.get("source"), "sql": query["sql"], "rows": query.get("rows")}
+        entry.update(query["summary"])
+        summaries.append(entry)
+    return summaries
+
+
+def queries_of(document: Mapping[str, Any]) -> List[LatencyQuery]:
+    """The queries a document measured, to measure the same ones again."""
+    return [LatencyQuery(name=query["name"], sql=query["sql"], source=SOURCE_BASELINE, field="baseline queries[{0}]".format(index))
+            for index, query in enumerate(document["queries"])]
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the baseline file ----------------------------------------------------------------------------------------------
+
+
+def write_baseline(path: str, document: Mapping[str, Any], field: str = "baseline_path") -> str:
+    """Write ``document`` to ``path`` atomically (temporary file in the same directory, then rename), mode 0644.
+
+    Readers never see a half-written file: they get the previous baseline or the new one. Returns the absolute path.
+    """
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise InvalidOption(field, "directory {0} does not exist".format(directory))
+    if os.path.isdir(target):
+        raise InvalidOption(field, "{0} is a directory; give the path of the baseline file".format(target))
+    payload = json.dumps(document, indent=1, sort_keys=False) + "\n"
+    descriptor, temporary = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def read_baseline(path: str, field: str = "baseline_path") -> Dict[str, Any]:
+    """Read and validate a baseline file; every problem is an ``InvalidOption`` on ``field`` naming the file and what is wrong."""
+    target = os.path.abspath(path)
+    try:
+        with open(target, encoding="utf-8") as stream:
+            text = stream.read()
+    except FileNotFoundError:
+        raise InvalidOption(field, "no baseline file at {0}; write one first with mode: baseline".format(target)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidOption(field, "cannot read {0}: {1}".format(target, exc)) from None
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise InvalidOption(field, "{0} is not a query_latency baseline: not valid JSON ({1})".format(target, exc)) from None
+    return validate_document(document, target, field)
+
+
+def validate_document(document: Any, source: str = "baseline", field: str = "baseline_path") -> Dict[str, Any]:
+    """Check a measurement document's shape; returns it with summaries recomputed from its samples."""
+
+    def problem(what: str) -> InvalidOption:
+        return InvalidOption(field, "{0} is not a valid query_latency baseline: {1}".format(source, what))
+
+    if not isinstance(document, dict):
+        raise problem("it holds a JSON {0}, not an object".format(type(document).__name__))
+    if document.get("format") != FORMAT:
+        raise problem("format is {0!r}, expected {1!r}".format(document.get("format"), FORMAT))
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise problem("format_version is missing or not an integer")
+    if version != FORMAT_VERSION:
+        raise problem("format_version {0} is not supported; this version of the module reads format_version {1}".format(version, FORMAT_VERSION))
+    for key in ("server_version", "database", "measured_at"):
+        if not isinstance(document.get(key), str):
+            raise problem("{0} is missing or not a string".format(key))
+    if not isinstance(document.get("settings"), dict):
+        raise problem("settings is missing or not an object")
+    queries = document.get("queries")
+    if not isinstance(queries, list) or not queries:
+        raise problem("queries is missing or empty")
+    names = set()
+    for index, query in enumerate(queries):
+        where = "queries[{0}]".format(index)
+        if not isinstance(query, dict):
+            raise problem("{0} is not an object".format(where))
+        for key in ("name", "sql"):
+            if not isinstance(query.get(key), str) or not query[key]:
+                raise problem("{0}.{1} is missing or not a string".format(where, key))
+        if query["name"] in names:
+            raise problem("{0}.name {1!r} appears twice".format(where, query["name"]))
+        control = transaction_control(query["sql"])
+        if control:
+            raise problem("{0}.sql controls the transaction it would be measured in ({1})".format(where, control.upper()))
+        names.add(query["name"])
+        samples = query.get("samples_ms")
+        if not isinstance(samples, list) or not samples:
+            raise problem("{0}.samples_ms is missing or empty".format(where))
+        for position, value in enumerate(samples):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise problem("{0}.samples_ms[{1}] is {2!r}, not a non-negative number of milliseconds".format(where, position, value))
+        query["summary"] = summarize(samples)
+    document["overall"] = overall_summary(document)
+    return document
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # not supported everywhere; the rename itself is atomic
+    finally:
+        os.close(descriptor)
+
+
+# -- comparing two measurements -------------------------------------------------------------------------------------
+
+
+def compare(
+    baseline: Mapping[str, Any],
+    current: Mapping[str, Any],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Dict[str, Any]:
+    """Compare two measurement documents, per query (matched by name) and overall (queries on both sides only).
+
+    Each entry holds ``baseline`` and ``current`` summaries, ``p50_delta_pct``, ``p95_delta_pct``, ``p99_delta_pct``
+    (percent, positive is slower; None when the baseline value is 0), ``p99_ratio``, ``p99_ratio_ci`` and
+    ``p99_delta_pct_ci`` (the bootstrap interval, see the module docstring), ``significant`` (the whole interval is
+    above 1.0) and ``p99_reliable`` (both sides have enough samples for a p99).
+    """
+    base_queries = {query["name"]: query for query in baseline["queries"]}
+    current_queries = {query["name"]: query for query in current["queries"]}
+    common = [name for name in current_queries if name in base_queries]
+    entries = []
+    for name in common:
+        entry = compare_samples(base_queries[name]["samples_ms"], current_queries[name]["samples_ms"], resamples, seed, confidence)
+        entry["name"] = name
+        entry["sql_changed"] = base_queries[name]["sql"] != current_queries[name]["sql"]
+        entries.append(entry)
+    overall = None
+    if common:
+        overall = compare_groups([base_queries[name]["samples_ms"] for name in common], [current_queries[name]["samples_ms"] for name in common],
+                                 resamples, seed, confidence)
+        overall["name"] = "overall"
+        overall["queries"] = len(common)
+    return {
+        "queries": entries,
+        "overall": overall,
+        "significant_increases": [entry["name"] for entry in entries if entry["significant"]],
+        "missing_in_current": [name for name in base_queries if name not in current_queries],
+        "missing_in_baseline": [name for name in current_queries if name not in base_queries],
+        "settings_differences": settings_differences(baseline, current),
+        "baseline_measured_at": baseline.get("measured_at"),
+        "current_measured_at": current.get("measured_at"),
+        "method": {
+            "statistic": "p99 ratio current / baseline",
+            "interval": "percentile bootstrap, {0:g}% two-sided".format(confidence * 100),
+            "resamples": resamples,
+            "seed": seed,
+            "overall_resampling": "stratified by query",
+            "percentile_definition": DEFINITION,
+            "significant_when": "the lower bound of the p99 ratio interval is above 1.0",
+        },
+    }
+
+
+def compare_samples(baseline: Sequence[float], current: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+                    confidence: float = DEFAULT_CONFIDENCE) -> Dict[str, Any]:
+    """The comparison entry of one query's sample sets (without its name)."""
+    return compare_groups([baseline], [current], resamples, seed, confidence)
+
+
+def compare_groups(baseline_groups: Sequence[Sequence[float]], current_groups: Sequence[Sequence[float]], resamples: int = DEFAULT_RESAMPLES,
+                   seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE) -> Dict[str, Any]:
+    """A comparison entry over pooled groups of samples (one group per query), resampled group by group."""
+    base_summary = summarize([value for group in baseline_groups for value in group])
+    current_summary = summarize([value for group in current_groups for value in group])
+    low, high = bootstrap_ratio_interval(baseline_groups, current_groups, 99, resamples, seed, confidence)
+    ratio = _ratio(current_summary["p99"], base_summary["p99"])
+    return {
+        "baseline": base_summary,
+        "current": current_summary,
+        "p50_delta_pct": delta_pct(base_summary["p50"], current_summary["p50"]),
+        "p95_delta_pct": delta_pct(base_summary["p95"], current_summary["p95"]),
+        "p99_delta_pct": delta_pct(base_summary["p99"], current_summary["p99"]),
+        "p99_ratio": _finite(ratio, 4),
+        "p99_ratio_ci": [_finite(low, 4), _finite(high, 4)],
+        "p99_delta_pct_ci": [_finite((low - 1.0) * 100.0, 2), _finite((high - 1.0) * 100.0, 2)],
+        "significant": math.isfinite(low) and low > 1.0,
+        "p99_reliable": bool(base_summary["p99_reliable"] and current_summary["p99_reliable"]),
+    }
+
+
+def bootstrap_ratio_interval(
+    baseline_groups: Sequence[Sequence[float]],
+    current_groups: Sequence[Sequence[float]],
+    q: float = 99,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> Tuple[float, float]:
+    """Percentile-bootstrap interval of percentile_q(current) / percentile_q(baseline).
+
+    Each resample draws, for every group, as many values as the group has, with replacement, from that group, on
+    both sides; the same ``seed`` gives the same interval. Groups keep their sizes, so pooling is stratified.
+    """
+    if resamples < 1:
+        raise ValueError("resamples must be at least 1")
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be between 0 and 1")
+    rng = random.Random(seed)
+    ratios = []
+    for _round in range(resamples):
+        base = _resample(rng, baseline_groups)
+        current = _resample(rng, current_groups)
+        ratios.append(_ratio(percentile_of_sorted(current, q), percentile_of_sorted(base, q)))
+    ratios.sort()
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    return percentile_of_sorted(ratios, tail), percentile_of_sorted(ratios, 100.0 - tail)
+
+
+def delta_pct(baseline: float, current: float) -> Optional[float]:
+    """(current - baseline) / baseline in percent, rounded to 0.01; None when the baseline is 0."""
+    if baseline == 0:
+        return None
+    return round((current - baseline) / baseline * 100.0, 2)
+
+
+def settings_differences(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
+    """Readable differences in how the two measurements were taken (they make the comparison weaker)."""
+    differences = []
+    base_settings = baseline.get("settings") or {}
+    current_settings = current.get("settings") or {}
+    for key in _COMPARED_SETTINGS:
+        if key in base_settings and key in current_settings and base_settings[key] != current_settings[key]:
+            differences.append("{0}: baseline {1}, now {2}".format(key, base_settings[key], current_settings[key]))
+    for key in ("server_version", "database"):
+        if baseline.get(key) and current.get(key) and baseline[key] != current[key]:
+            differences.append("{0}: baseline {1}, now {2}".format(key, baseline[key], current[key]))
+    return differences
+
+
+def p99_unreliable_queries(document: Mapping[str, Any]) -> List[str]:
+    """Names of the queries with too few samples for a meaningful p99."""
+    return [query["name"] for query in document["queries"] if not p99_reliable(len(query["samples_ms"]))]
+
+
+def _resample(rng: random.Random, groups: Sequence[Sequence[float]]) -> List[float]:
+    values: List[float] = []
+    for group in groups:
+        values.extend(rng.choices(group, k=len(group)))
+    values.sort()
+    return values
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if denominator > 0:
+        return numerator / denominator
+    return 1.0 if numerator == 0 else math.inf
+
+
+def _finite(value: float, digits: int) -> Optional[float]:
+    return round(value, digits) if math.isfinite(value) else None
