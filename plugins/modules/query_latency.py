@@ -37,7 +37,7 @@ attributes:
     support: full
     description:
       - Measuring is read-only, so queries are timed in check mode too and V(compare) compares as usual.
-      - V(baseline) measures but does not write O(baseline_path); RV(changed) says that it would have been written.
+      - V(baseline) measures but does not write O(baseline_path); C(changed) says that it would have been written.
       - With O(allow_writes), nothing is run in check mode (rolled-back writes still advance sequences and take row locks);
         the options and the baseline file are checked and RV(measured) is V(false).
   diff_mode:
