@@ -47,6 +47,15 @@ class KeelModule(AnsibleModule):
         with self.metrics.phase("connect"):
             return pg.connect(self.params, self.application_name, autocommit=autocommit)
 
+    def connect_to(self, database: str) -> Any:
+        """An autocommit connection to ``database`` with this module's connection options (backups, restores)."""
+        with self.metrics.phase("connect"):
+            return pg.connect(dict(self.params, db=database), self.application_name, autocommit=True)
+
+    def client_tool_connection(self, database: str, tool: str) -> Dict[str, Any]:
+        """libpq keywords for a client tool (pg_dump, pg_restore) reaching ``database`` like this module does."""
+        return pg.connection_kwargs(dict(self.params, db=database), "{0} {1}".format(self.application_name, tool))
+
     def run(self, work: Callable[["KeelModule"], Dict[str, Any]]) -> None:
         """Run the engine call and exit with its result, or fail with its error."""
         try:

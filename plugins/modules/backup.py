@@ -189,7 +189,6 @@ metrics:
 
 import datetime
 
-from ansible_collections.keel.postgres.plugins.module_utils import pg
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import backup_request_from
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_run import BackupRun
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
@@ -216,10 +215,10 @@ def backup(module):
     store, keys = open_store_and_keys(module.params)
     run = BackupRun(
         request, store, keys,
-        connect=lambda database: pg.connect(dict(module.params, db=database), module.application_name, autocommit=True),
+        connect=module.connect_to,
         metrics=module.metrics,
         client_bin_dir=module.params.get("client_bin_dir"),
-        conn_kwargs=pg.connection_kwargs(dict(module.params, db=request.database), module.application_name),
+        conn_kwargs=module.client_tool_connection(request.database, "pg_dump"),
     )
     now = datetime.datetime.now(datetime.timezone.utc)
     recent = run.recent_backup(now)

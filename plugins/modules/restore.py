@@ -155,7 +155,6 @@ metrics:
 
 import datetime
 
-from ansible_collections.keel.postgres.plugins.module_utils import pg
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_selection import check_backup_id
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_run import RestoreRequest, RestoreRun
@@ -201,11 +200,10 @@ def request_from(params):
 def restore(module):
     request = request_from(module.params)
     store, keys = open_store_and_keys(module.params)
-    app = module.application_name
     run = RestoreRun(
         request, store, keys,
-        connect=lambda database: pg.connect(dict(module.params, db=database), app, autocommit=True),
-        conn_kwargs=lambda database: pg.connection_kwargs(dict(module.params, db=database), app + " pg_restore"),
+        connect=module.connect_to,
+        conn_kwargs=lambda database: module.client_tool_connection(database, "pg_restore"),
         metrics=module.metrics,
     )
     if module.check_mode:

@@ -195,7 +195,6 @@ metrics:
   type: dict
 """
 
-from ansible_collections.keel.postgres.plugins.module_utils import pg
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_selection import check_backup_id
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
@@ -250,11 +249,10 @@ def request_from(params):
 def restore_verify(module):
     request = request_from(module.params)
     store, keys = open_store_and_keys(module.params)
-    app = module.application_name
     run = VerifyRun(
         request, store, keys,
-        connect=lambda database: pg.connect(dict(module.params, db=database), app, autocommit=True),
-        conn_kwargs=lambda database: pg.connection_kwargs(dict(module.params, db=database), app + " pg_restore"),
+        connect=module.connect_to,
+        conn_kwargs=lambda database: module.client_tool_connection(database, "pg_restore"),
         metrics=module.metrics,
     )
     if module.check_mode:

@@ -56,6 +56,7 @@ class BackupRun:
         self.connect = connect
         self.metrics = metrics
         self.client_bin_dir = client_bin_dir
+        # libpq keywords pg_dump connects with: the tenant's database, named after the module and the tool.
         self.conn_kwargs = conn_kwargs or {}
         self.tenant = request.tenant.name
 
@@ -142,7 +143,7 @@ class BackupRun:
             header = new_header(self.tenant, backup_id, wrapped, self.request.chunk_size, compression="zstd")
             sealer = StreamSealer(header, data_key)
             snapshot = begin_exported_snapshot(conn)
-            argv, env = pg_dump_invocation(str(facts["pg_dump"]["path"]), self._dump_connection(), self.request.schemas, snapshot)
+            argv, env = pg_dump_invocation(str(facts["pg_dump"]["path"]), self.conn_kwargs, self.request.schemas, snapshot)
             stats = _StatsCollector(conn, facts["tables"], self.request.table_stats)
             writer = self.store.open_writer(layout.data_key(self.tenant, backup_id), lock)
             began = time.monotonic()
@@ -179,12 +180,6 @@ class BackupRun:
         return result
 
     # -- pieces ------------------------------------------------------------------------------------------
-
-    def _dump_connection(self) -> Dict[str, Any]:
-        kwargs = dict(self.conn_kwargs)
-        kwargs["dbname"] = self.request.database
-        kwargs["application_name"] = "keel.postgres/backup pg_dump"
-        return kwargs
 
     def _manifest(self, backup_id: str, now: datetime.datetime, facts: Dict[str, Any], pipeline: PipelineResult, sealer: StreamSealer,
                   wrapped: Dict[str, str], lock: Lock, tables: List[TableStats]) -> Dict[str, Any]:

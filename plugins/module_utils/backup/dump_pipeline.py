@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.client_process import ClientProcess, libpq_invocation
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectWriter
+from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 
 READ_BLOCK = 1024 * 1024
-STAGES = ("dump", "compress", "encrypt", "store")
 
 
 @dataclass
@@ -32,24 +30,6 @@ class PipelineResult:
     stored_bytes: int = 0
     stored_sha256: str = ""
     stages_ms: Dict[str, float] = field(default_factory=dict)
-
-
-class _StageClock:
-    """Wall time spent in each stage of the pipeline (waiting for pg_dump counts as ``dump``)."""
-
-    def __init__(self) -> None:
-        self.seconds = {stage: 0.0 for stage in STAGES}
-
-    @contextmanager
-    def timing(self, stage: str) -> Iterator[None]:
-        began = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.monotonic() - began
-
-    def as_ms(self) -> Dict[str, float]:
-        return {stage: round(seconds * 1000.0, 3) for stage, seconds in self.seconds.items()}
 
 
 def pg_dump_invocation(pg_dump: str, conn_kwargs: Mapping[str, Any], schemas: Sequence[str],
@@ -71,12 +51,13 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
     stopped and the error says why (pg_dump's stderr tail for a failed dump).
     """
     result = PipelineResult()
-    clock = _StageClock()
+    # Stages are timed like a module's phases; waiting for pg_dump counts as "dump".
+    clock = RunMetrics()
     digest = hashlib.sha256()
 
     def emit(sealed: bytes) -> None:
         if sealed:
-            with clock.timing("store"):
+            with clock.phase("store"):
                 writer.write(sealed)
             digest.update(sealed)
             result.stored_bytes += len(sealed)
@@ -84,7 +65,7 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
     def seal(compressed: bytes) -> None:
         if compressed:
             result.compressed_bytes += len(compressed)
-            with clock.timing("encrypt"):
+            with clock.phase("encrypt"):
                 sealed = sealer.feed(compressed)
             emit(sealed)
 
@@ -92,25 +73,25 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
     dump = ClientProcess(argv, env, stdout=subprocess.PIPE, bufsize=READ_BLOCK)
     try:
         while True:
-            with clock.timing("dump"):
+            with clock.phase("dump"):
                 block = dump.process.stdout.read(READ_BLOCK)
             if not block:
                 break
             result.raw_bytes += len(block)
-            with clock.timing("compress"):
+            with clock.phase("compress"):
                 compressed = compressor.compress(block)
             seal(compressed)
-        with clock.timing("compress"):
+        with clock.phase("compress"):
             compressed = compressor.flush()
         seal(compressed)
         dump.check()
-        with clock.timing("encrypt"):
+        with clock.phase("encrypt"):
             final = sealer.finish()
         emit(final)
     finally:
         dump.stop()
     result.stored_sha256 = digest.hexdigest()
-    result.stages_ms = clock.as_ms()
+    result.stages_ms = clock.as_dict()["phases_ms"]
     return result
 
 

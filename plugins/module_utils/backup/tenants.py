@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import LOCK_MODES, Lock
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping
 
 DEFAULT_TIER = "hot"
 _TENANT_KEYS = {"name", "database", "schemas", "retention", "archive"}
@@ -91,7 +92,7 @@ def select_tenant(tenants: Sequence[Tenant], name: str, field_name: str = "tenan
 
 
 def _parse_tenant(entry: Any, where: str) -> Tenant:
-    mapping = _mapping(entry, where, _TENANT_KEYS)
+    mapping = checked_mapping(entry, where, _TENANT_KEYS)
     name = check_tenant_name(mapping.get("name"), where + ".name")
     database = mapping.get("database")
     if not isinstance(database, str) or not database:
@@ -107,7 +108,7 @@ def _parse_tenant(entry: Any, where: str) -> Tenant:
 
 
 def _parse_retention(entry: Any, where: str) -> RetentionPolicy:
-    mapping = _mapping(entry, where, _RETENTION_KEYS)
+    mapping = checked_mapping(entry, where, _RETENTION_KEYS)
     days = _positive_int(mapping.get("days"), where + ".days")
     min_copies = _positive_int(mapping.get("min_copies", 1), where + ".min_copies")
     lock_mode = mapping.get("lock_mode")
@@ -125,7 +126,7 @@ def _parse_retention(entry: Any, where: str) -> RetentionPolicy:
 
 
 def _parse_archive(entry: Any, where: str, retention: RetentionPolicy) -> ArchivePolicy:
-    mapping = _mapping(entry, where, _ARCHIVE_KEYS)
+    mapping = checked_mapping(entry, where, _ARCHIVE_KEYS)
     after_days = _positive_int(mapping.get("after_days"), where + ".after_days")
     if after_days >= retention.days:
         raise InvalidOption(where + ".after_days", "{0} is not shorter than retention.days {1}: nothing would ever be archived".format(
@@ -134,15 +135,6 @@ def _parse_archive(entry: Any, where: str, retention: RetentionPolicy) -> Archiv
     if not isinstance(storage_class, str) or not storage_class:
         raise InvalidOption(where + ".storage_class", "is required (e.g. GLACIER_IR)")
     return ArchivePolicy(after_days=after_days, storage_class=storage_class)
-
-
-def _mapping(entry: Any, where: str, allowed: set) -> Mapping[str, Any]:
-    if not isinstance(entry, Mapping):
-        raise InvalidOption(where, "must be a mapping, not {0}".format(type(entry).__name__))
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise InvalidOption("{0}.{1}".format(where, unknown[0]), "unknown key; expected one of {0}".format(", ".join(sorted(allowed))))
-    return entry
 
 
 def _positive_int(value: Any, where: str) -> int:

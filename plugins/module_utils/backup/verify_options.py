@@ -9,11 +9,12 @@ Parsed from the module's arguments; every mistake is reported as an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import SampleSpec
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, required_text
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,14 @@ def parse_masking(value: Any, field_name: str = "masking") -> List[MaskingRule]:
     seen: Dict[tuple, int] = {}
     for index, entry in enumerate(value):
         where = "{0}[{1}]".format(field_name, index)
-        mapping = _exact_mapping(entry, where, {"table", "column", "expression"})
-        table = _text(mapping.get("table"), where + ".table", "a table name, schema.table or table")
+        mapping = checked_mapping(entry, where, {"table", "column", "expression"})
+        table = required_text(mapping.get("table"), where + ".table", "a table name, schema.table or table")
         parts = table.split(".")
         if len(parts) > 2 or not all(parts):
             raise InvalidOption(where + ".table", "must be table or schema.table, not {0!r}".format(table))
         schema, name = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
-        column = _text(mapping.get("column"), where + ".column", "a column name")
-        expression = _text(mapping.get("expression"), where + ".expression", "an SQL expression over the row, such as md5(email) or '***'")
+        column = required_text(mapping.get("column"), where + ".column", "a column name")
+        expression = required_text(mapping.get("expression"), where + ".expression", "an SQL expression over the row, such as md5(email) or '***'")
         key = (schema, name, column)
         if key in seen:
             raise InvalidOption(where + ".column", "{0}.{1} is already masked by {2}[{3}]".format(table, column, field_name, seen[key]))
@@ -85,25 +86,10 @@ def parse_assertions(value: Any, field_name: str = "assertions") -> List[Asserti
     names: Dict[str, int] = {}
     for index, entry in enumerate(value):
         where = "{0}[{1}]".format(field_name, index)
-        mapping = _exact_mapping(entry, where, {"name", "sql"})
-        name = _text(mapping.get("name"), where + ".name", "a name for the assertion")
+        mapping = checked_mapping(entry, where, {"name", "sql"})
+        name = required_text(mapping.get("name"), where + ".name", "a name for the assertion")
         if name in names:
             raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
         names[name] = index
-        assertions.append(Assertion(name=name, sql=_text(mapping.get("sql"), where + ".sql", "a query returning one row with one boolean")))
+        assertions.append(Assertion(name=name, sql=required_text(mapping.get("sql"), where + ".sql", "a query returning one row with one boolean")))
     return assertions
-
-
-def _exact_mapping(entry: Any, where: str, allowed: set) -> Mapping[str, Any]:
-    if not isinstance(entry, Mapping):
-        raise InvalidOption(where, "must be a mapping with {0}, not {1}".format(", ".join(sorted(allowed)), type(entry).__name__))
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise InvalidOption("{0}.{1}".format(where, unknown[0]), "unknown key; expected {0}".format(", ".join(sorted(allowed))))
-    return entry
-
-
-def _text(value: Any, where: str, expected: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidOption(where, "is required: " + expected)
-    return value.strip()

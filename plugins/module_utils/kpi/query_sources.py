@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler import SOURCE_QUERIES, SOURCE_TOP_STATEMENTS, LatencyQuery
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, required_text
 
 try:
     import psycopg
@@ -65,16 +66,12 @@ def parse_queries(value: Any, field_name: str = "queries") -> List[LatencyQuery]
     names: Dict[str, int] = {}
     for index, entry in enumerate(value):
         where = "{0}[{1}]".format(field_name, index)
-        if not isinstance(entry, Mapping):
-            raise InvalidOption(where, "must be a mapping with name and sql, not {0}".format(type(entry).__name__))
-        unknown = sorted(set(entry) - {"name", "sql"})
-        if unknown:
-            raise InvalidOption("{0}.{1}".format(where, unknown[0]), "unknown key; expected name and sql")
-        name = _text(entry.get("name"), where + ".name", "a name for the query, used to match it with a baseline")
+        entry = checked_mapping(entry, where, {"name", "sql"})
+        name = required_text(entry.get("name"), where + ".name", "a name for the query, used to match it with a baseline")
         if name in names:
             raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
         names[name] = index
-        text = _text(entry.get("sql"), where + ".sql", "the SQL statement to time")
+        text = required_text(entry.get("sql"), where + ".sql", "the SQL statement to time")
         control = transaction_control(text)
         if control:
             raise InvalidOption(where + ".sql", "must not control the transaction it is measured in ({0}); each execution already runs in a "
@@ -195,9 +192,3 @@ def _extension_schema(conn: Any, field_name: str) -> str:
 def _shorten(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= SKIPPED_TEXT_CHARS else flat[: SKIPPED_TEXT_CHARS - 3] + "..."
-
-
-def _text(value: Any, where: str, expected: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidOption(where, "is required: " + expected)
-    return value.strip()
