@@ -1034,42 +1034,55 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def run_report(name: str, args: argparse.Namespace, options: Dict[str, Any], extra: Dict[str, Any],
+               run: Callable[[argparse.Namespace, Dict[str, Any], Path], None],
+               summarize_report: Callable[[Dict[str, Any]], Any], judge_summary: Callable[[Any], Dict[str, Any]],
+               render: Callable[..., str]) -> int:
+    """Run a benchmark in a scratch directory and always write its JSON report, even when it fails part-way.
+
+    Shared by the benchmarks under bench/: ``run`` fills ``report``; the verdict
+    decides the exit status (0 when every target is met).
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS_DIR / "{0}-{1}.json".format(name, stamp)
+    if os.getloadavg()[0] > 0.5:
+        log("warning: load average {0:.2f} before the start: something else is using the CPUs (runs wait for quiet, see --quiet-wait)".format(
+            os.getloadavg()[0]))
+    report: Dict[str, Any] = {"benchmark": name, "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                              "options": options}
+    report.update(extra)
+    report.update({"loadavg_at_start": [round(value, 2) for value in os.getloadavg()], "git_commit": git_commit(),
+                   "databases": {}, "runs": []})
+    began = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="keel-bench-{0}-".format(name.split("_", maxsplit=1)[0]), dir="/tmp"))
+    try:
+        run(args, report, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report["duration_seconds"] = round(time.perf_counter() - began, 1)
+        report["loadavg_at_end"] = [round(value, 2) for value in os.getloadavg()]
+        if report["databases"]:
+            report["summary"] = summarize_report(report)
+            report["verdict"] = judge_summary(report["summary"])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        log("report: {0}".format(output))
+    print(json.dumps({"report": str(output), "duration_seconds": report["duration_seconds"], "verdict": report.get("verdict")}, indent=2))
+    print()
+    print(render(report, markdown=args.markdown))
+    return 0 if report.get("verdict", {}).get("all_met") else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         print(text_report(json.loads(args.from_json.read_text()), markdown=args.markdown))
         return 0
     _bootstrap_imports()
-    signal.signal(signal.SIGTERM, _terminate)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = args.output or RESULTS_DIR / "backup_throughput-{0}.json".format(stamp)
-    if os.getloadavg()[0] > 0.5:
-        log("warning: load average {0:.2f} before the start: something else is using the CPUs (runs wait for quiet, see --quiet-wait)".format(
-            os.getloadavg()[0]))
-    report: Dict[str, Any] = {"benchmark": "backup_throughput", "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                              "options": {"sizes": args.sizes, "repeat": args.repeat, "table_stats": args.table_stats,
-                                          "quiet_wait": args.quiet_wait, "retries": args.retries,
-                                          "extra_variants": [dataclasses.asdict(v) for v in args.extra_variant]},
-                              "loadavg_at_start": [round(value, 2) for value in os.getloadavg()], "git_commit": git_commit(),
-                              "databases": {}, "runs": []}
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="keel-bench-backup-", dir="/tmp"))
-    try:
-        benchmark(args, report, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        report["duration_seconds"] = round(time.perf_counter() - began, 1)
-        report["loadavg_at_end"] = [round(value, 2) for value in os.getloadavg()]
-        if report["databases"]:
-            report["summary"] = summarize(report)
-            report["verdict"] = judge(report["summary"])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        log("report: {0}".format(output))
-    print(json.dumps({"report": str(output), "duration_seconds": report["duration_seconds"], "verdict": report.get("verdict")}, indent=2))
-    print()
-    print(text_report(report, markdown=args.markdown))
-    return 0 if report.get("verdict", {}).get("all_met") else 1
+    options = {"sizes": args.sizes, "repeat": args.repeat, "table_stats": args.table_stats, "quiet_wait": args.quiet_wait,
+               "retries": args.retries, "extra_variants": [dataclasses.asdict(v) for v in args.extra_variant]}
+    return run_report("backup_throughput", args, options, {}, benchmark, summarize, judge, text_report)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -65,7 +63,6 @@ from bench.backup_throughput import (  # noqa: E402
     Database,
     TreeSampler,
     ansible_playbook_children,
-    git_commit,
     keel_pg_dump,
     keel_store,
     log,
@@ -76,13 +73,12 @@ from bench.backup_throughput import (  # noqa: E402
     prepare_databases,
     render,
     run_count,
+    run_report,
     servers,
     size_label,
     stats_query_seconds,
     wait_for_quiet,
 )
-
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 RATIO_TARGET = 1.5
 # The baseline the target is judged against, and the keel variant judged.
@@ -640,11 +636,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def terminate(signum: int, frame: Any) -> None:
-    del frame
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -653,36 +644,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tests.harness.collection_path import ensure_collection_importable
 
     ensure_collection_importable()
-    signal.signal(signal.SIGTERM, terminate)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = args.output or RESULTS_DIR / "restore_verify-{0}.json".format(stamp)
-    if os.getloadavg()[0] > 0.5:
-        log("warning: load average {0:.2f} before the start: something else is using the CPUs (runs wait for quiet, see --quiet-wait)".format(
-            os.getloadavg()[0]))
-    report: Dict[str, Any] = {"benchmark": "restore_verify", "started_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                              "options": {"sizes": args.sizes, "repeat": args.repeat, "variants": args.variants, "quiet_wait": args.quiet_wait,
-                                          "retries": args.retries},
-                              "target": {"ratio": RATIO_TARGET, "baseline": BASELINE, "judged": JUDGED},
-                              "loadavg_at_start": [round(value, 2) for value in os.getloadavg()], "git_commit": git_commit(),
-                              "databases": {}, "runs": []}
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="keel-bench-restore-", dir="/tmp"))
-    try:
-        benchmark(args, report, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        report["duration_seconds"] = round(time.perf_counter() - began, 1)
-        report["loadavg_at_end"] = [round(value, 2) for value in os.getloadavg()]
-        if report["databases"]:
-            report["summary"] = summarize(report)
-            report["verdict"] = judge(report["summary"])
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        log("report: {0}".format(output))
-    print(json.dumps({"report": str(output), "duration_seconds": report["duration_seconds"], "verdict": report.get("verdict")}, indent=2))
-    print()
-    print(text_report(report, markdown=args.markdown))
-    return 0 if report.get("verdict", {}).get("all_met") else 1
+    options = {"sizes": args.sizes, "repeat": args.repeat, "variants": args.variants, "quiet_wait": args.quiet_wait, "retries": args.retries}
+    extra = {"target": {"ratio": RATIO_TARGET, "baseline": BASELINE, "judged": JUDGED}}
+    return run_report("restore_verify", args, options, extra, benchmark, summarize, judge, text_report)
 
 
 if __name__ == "__main__":
