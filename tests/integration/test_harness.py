@@ -57,7 +57,10 @@ def tcp_listeners(pid: int) -> set[tuple[str, int]]:
 def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for descriptor in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(descriptor)
+        try:
+            target = os.readlink(descriptor)
+        except FileNotFoundError:  # the server closed this descriptor while we were listing them
+            continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     return inodes
