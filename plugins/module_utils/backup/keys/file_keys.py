@@ -37,6 +37,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider 
     unwrap_failed,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
+from ansible_collections.keel.postgres.plugins.module_utils.durable_files import sync_directory
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, InvalidOption, KeyUnavailable
 
 try:
@@ -71,15 +72,6 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fsync_directory(path: str) -> None:
-    """Make a created or removed directory entry durable, not only the file's bytes."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def write_new_file(path: str, data: bytes) -> None:
     """Create ``path`` holding ``data`` (mode 0600) atomically; FileExistsError if it already exists.
 
@@ -99,7 +91,7 @@ def write_new_file(path: str, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-    _fsync_directory(directory)
+    sync_directory(directory)
 
 
 def canonical_aad(tenant: str, key_id: str, context: Mapping[str, str]) -> bytes:
@@ -265,7 +257,7 @@ class FileKeyProvider:
         tenant_dir = self._tenant_dir(tenant)
         try:
             os.mkdir(tenant_dir, 0o700)
-            _fsync_directory(self.directory)
+            sync_directory(self.directory)
         except FileExistsError:
             pass
         # FileExistsError: another run created it meanwhile; same outcome, and its key must stand.
@@ -310,7 +302,7 @@ class FileKeyProvider:
             write_new_file(self._tombstone_path(tenant), (json.dumps(tombstone, sort_keys=True) + "\n").encode("utf-8"))
         for number in numbers:
             self._destroy(self._version_path(tenant, number))
-        _fsync_directory(self._tenant_dir(tenant))
+        sync_directory(self._tenant_dir(tenant))
         return self.describe(tenant)
 
     @staticmethod

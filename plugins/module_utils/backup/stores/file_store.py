@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import check_key, check_lock, refuse_if_locked
+from ansible_collections.keel.postgres.plugins.module_utils.durable_files import sync_directory
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, StoreFailed
 
 READ_ONLY = 0o444
@@ -319,17 +319,9 @@ def read_lock_record(path: str) -> Dict[str, Any]:
 def fsync_directory(directory: str) -> None:
     """Make a link, unlink or mkdir in ``directory`` durable."""
     try:
-        descriptor = os.open(directory, os.O_RDONLY)
+        sync_directory(directory)
     except OSError as error:
-        raise StoreFailed("cannot open {0} to sync it: {1}".format(directory, error.strerror)) from None
-    try:
-        os.fsync(descriptor)
-    except OSError as error:
-        # Some filesystems (a few network ones) cannot fsync a directory; the data files were synced.
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise StoreFailed("cannot sync {0}: {1}".format(directory, error.strerror)) from None
-    finally:
-        os.close(descriptor)
+        raise StoreFailed("cannot sync {0}: {1}".format(directory, error.strerror)) from None
 
 
 def _partial_file(directory: str, name: str, mark: str) -> _PartialFile:
