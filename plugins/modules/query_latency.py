@@ -23,10 +23,11 @@ description:
     rows are counted and dropped, never returned.
   - "O(mode): V(measure) only reports. V(baseline) also writes the measurement, with its samples, to the JSON file
     O(baseline_path). V(compare) reads that file, measures again (by default the baseline's queries) and compares."
-  - "The comparison gives, per query and overall, the p50/p95/p99 changes in percent and a 95% bootstrap confidence
-    interval of the p99 ratio current/baseline (1000 resamples of both sample sets, fixed seed, so reruns on the same
-    samples give the same interval). C(significant) means the whole interval is above 1.0: the p99 increase is not
-    sampling noise. A gate can combine it with the size of the increase, for example C(p99_delta_pct >= 10)."
+  - "The comparison gives, per query and overall, the p50/p95/p99 changes in percent and a 95% block-bootstrap
+    confidence interval of the p99 ratio current/baseline (1000 resamples of 10 blocks of consecutive rounds per side,
+    fixed seed, so reruns on the same samples give the same interval). Blocks, not single samples, because host noise
+    comes in spells that slow many neighbouring executions at once. C(significant) means the whole interval is above
+    1.0. M(keel.postgres.kpi_check) gates on it: a breach when the whole interval is at or above the threshold."
   - Failing queries are reported by name, SQLSTATE and condition, never with the server's message, which can quote row values.
 author:
   - keel.postgres maintainers (@keel-postgres)
@@ -123,10 +124,9 @@ EXAMPLES = r"""
   register: latency
 
 - name: Fail when a p99 grew by 10% or more, beyond noise
-  ansible.builtin.assert:
-    that: >-
-      latency.comparison.queries
-      | selectattr('significant') | selectattr('p99_delta_pct', 'ge', 10) | list | length == 0
+  keel.postgres.kpi_check:
+    latency_comparison: "{{ latency.comparison }}"
+    latency_threshold_pct: 10
 
 - name: Time the ten most expensive re-runnable statements from pg_stat_statements
   keel.postgres.query_latency:

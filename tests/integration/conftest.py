@@ -43,3 +43,20 @@ def run_preflight(run_playbook):
         return result, result.task("preflight")
 
     return run
+
+
+@pytest.fixture
+def items(pg_cluster, pg_db):
+    """A 200k-row table ``items`` (id, code, payload) with an index on ``code``, and a 100-row table ``small``, for
+    latency measurements: vacuumed, frozen and checkpointed, so no background work left from the load (autovacuum,
+    hint bits, dirty buffers) lands in one measurement and not the next."""
+    pg_cluster.execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, code integer NOT NULL, payload text NOT NULL);"
+        "INSERT INTO items SELECT g, g, md5(g::text) FROM generate_series(1, 200000) g;"
+        "CREATE INDEX items_code ON items (code);"
+        "CREATE TABLE small (id integer PRIMARY KEY, v integer NOT NULL);"
+        "INSERT INTO small SELECT g, g FROM generate_series(1, 100) g",
+        dbname=pg_db,
+    )
+    for statement in ("VACUUM (ANALYZE, FREEZE) items", "VACUUM (ANALYZE, FREEZE) small", "CHECKPOINT"):
+        pg_cluster.execute(statement, dbname=pg_db)

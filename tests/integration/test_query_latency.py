@@ -15,7 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-ITEMS = 200_000
 LOOKUP = {"name": "lookup by code", "sql": "SELECT id, payload FROM items WHERE code = 123457"}
 SMALL = {"name": "count small", "sql": "SELECT count(*) FROM small"}
 
@@ -43,20 +42,6 @@ def latency(run_playbook, connection):
         return result, {task["key"]: result.task(task["key"]) for task in tasks}
 
     return run
-
-
-@pytest.fixture
-def items(pg_cluster, pg_db):
-    """A 200k-row table with an index on the looked-up column, and a small one."""
-    pg_cluster.execute(
-        "CREATE TABLE items (id bigint PRIMARY KEY, code integer NOT NULL, payload text NOT NULL);"
-        "INSERT INTO items SELECT g, g, md5(g::text) FROM generate_series(1, {0}) g;"
-        "CREATE INDEX items_code ON items (code);"
-        "CREATE TABLE small (id integer PRIMARY KEY, v integer NOT NULL);"
-        "INSERT INTO small SELECT g, g FROM generate_series(1, 100) g;"
-        "ANALYZE items; ANALYZE small".format(ITEMS),
-        dbname=pg_db,
-    )
 
 
 def by_name(entries: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:

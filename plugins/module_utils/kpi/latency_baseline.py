@@ -18,12 +18,17 @@ later comparison can compute a confidence interval; summaries are recomputed
 from them when a file is read, so an edited summary cannot mislead a gate.
 
 ``compare`` reports, per query and overall, the p50/p95/p99 deltas in percent
-and a bootstrap confidence interval of the p99 ratio current / baseline:
-both sample sets are resampled with replacement (1000 times by default, with
-a fixed seed, so the same inputs always give the same interval), the p99 ratio
-of each pair of resamples is taken, and the interval is the 2.5th and 97.5th
-percentile of those ratios. ``significant`` means the whole interval lies
-above 1.0: the p99 increase is very unlikely to be noise. The overall
+and a bootstrap confidence interval of the p99 ratio current / baseline.
+The resampling unit is a block of consecutive rounds, not a single sample:
+each side's samples are cut into ``blocks`` (10) runs of rounds in the order
+they were taken, and each resample draws that many blocks with replacement
+(1000 times by default, with a fixed seed, so the same inputs always give the
+same interval). Latency on a shared host comes in spells (a noisy neighbour
+for a second or two adds the same delay to every query in it), so samples
+next to each other are not independent; resampling single samples would
+treat one spell as many independent events and give an interval far too
+narrow. The interval is the 2.5th and 97.5th percentile of the resampled p99
+ratios. ``significant`` means the whole interval lies above 1.0. The overall
 interval resamples each query separately (stratified), so every query keeps
 its weight.
 """
@@ -35,7 +40,6 @@ import json
 import math
 import os
 import random
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
@@ -47,6 +51,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler 
 )
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.percentiles import DEFINITION, p99_reliable, percentile_of_sorted, summarize
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.query_sources import transaction_control
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.report_files import write_report
 
 FORMAT = "keel.postgres/query_latency-baseline"
 FORMAT_VERSION = 1
@@ -54,7 +59,7 @@ SAMPLE_DIGITS = 4
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 20250131
 DEFAULT_CONFIDENCE = 0.95
-FILE_MODE = 0o644
+DEFAULT_BLOCKS = 10
 _COMPARED_SETTINGS = ("runs", "warmup", "allow_writes", "statement_timeout_ms")
 
 
@@ -129,27 +134,8 @@ def write_baseline(path: str, document: Mapping[str, Any], field: str = "baselin
 
     Readers never see a half-written file: they get the previous baseline or the new one. Returns the absolute path.
     """
-    target = os.path.abspath(path)
-    directory = os.path.dirname(target)
-    if not os.path.isdir(directory):
-        raise InvalidOption(field, "directory {0} does not exist".format(directory))
-    if os.path.isdir(target):
-        raise InvalidOption(field, "{0} is a directory; give the path of the baseline file".format(target))
-    payload = json.dumps(document, indent=1, sort_keys=False) + "\n"
-    descriptor, temporary = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-    return target
+    written = write_report(path, json.dumps(document, indent=1, sort_keys=False) + "\n", field)
+    return str(written["path"])
 
 
 def read_baseline(path: str, field: str = "baseline_path") -> Dict[str, Any]:
@@ -217,19 +203,6 @@ def validate_document(document: Any, source: str = "baseline", field: str = "bas
     return document
 
 
-def _fsync_directory(directory: str) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # not supported everywhere; the rename itself is atomic
-    finally:
-        os.close(descriptor)
-
-
 # -- comparing two measurements -------------------------------------------------------------------------------------
 
 
@@ -239,6 +212,7 @@ def compare(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
+    blocks: int = DEFAULT_BLOCKS,
 ) -> Dict[str, Any]:
     """Compare two measurement documents, per query (matched by name) and overall (queries on both sides only).
 
@@ -252,14 +226,14 @@ def compare(
     common = [name for name in current_queries if name in base_queries]
     entries = []
     for name in common:
-        entry = compare_samples(base_queries[name]["samples_ms"], current_queries[name]["samples_ms"], resamples, seed, confidence)
+        entry = compare_samples(base_queries[name]["samples_ms"], current_queries[name]["samples_ms"], resamples, seed, confidence, blocks)
         entry["name"] = name
         entry["sql_changed"] = base_queries[name]["sql"] != current_queries[name]["sql"]
         entries.append(entry)
     overall = None
     if common:
         overall = compare_groups([base_queries[name]["samples_ms"] for name in common], [current_queries[name]["samples_ms"] for name in common],
-                                 resamples, seed, confidence)
+                                 resamples, seed, confidence, blocks)
         overall["name"] = "overall"
         overall["queries"] = len(common)
     return {
@@ -274,6 +248,7 @@ def compare(
         "method": {
             "statistic": "p99 ratio current / baseline",
             "interval": "percentile bootstrap, {0:g}% two-sided".format(confidence * 100),
+            "resampling_unit": "blocks of consecutive rounds, {0} per query and side".format(blocks),
             "resamples": resamples,
             "seed": seed,
             "overall_resampling": "stratified by query",
@@ -284,17 +259,17 @@ def compare(
 
 
 def compare_samples(baseline: Sequence[float], current: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
-                    confidence: float = DEFAULT_CONFIDENCE) -> Dict[str, Any]:
+                    confidence: float = DEFAULT_CONFIDENCE, blocks: int = DEFAULT_BLOCKS) -> Dict[str, Any]:
     """The comparison entry of one query's sample sets (without its name)."""
-    return compare_groups([baseline], [current], resamples, seed, confidence)
+    return compare_groups([baseline], [current], resamples, seed, confidence, blocks)
 
 
 def compare_groups(baseline_groups: Sequence[Sequence[float]], current_groups: Sequence[Sequence[float]], resamples: int = DEFAULT_RESAMPLES,
-                   seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE) -> Dict[str, Any]:
+                   seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE, blocks: int = DEFAULT_BLOCKS) -> Dict[str, Any]:
     """A comparison entry over pooled groups of samples (one group per query), resampled group by group."""
     base_summary = summarize([value for group in baseline_groups for value in group])
     current_summary = summarize([value for group in current_groups for value in group])
-    low, high = bootstrap_ratio_interval(baseline_groups, current_groups, 99, resamples, seed, confidence)
+    low, high = bootstrap_ratio_interval(baseline_groups, current_groups, 99, resamples, seed, confidence, blocks)
     ratio = _ratio(current_summary["p99"], base_summary["p99"])
     return {
         "baseline": base_summary,
@@ -317,25 +292,41 @@ def bootstrap_ratio_interval(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
+    blocks: int = DEFAULT_BLOCKS,
 ) -> Tuple[float, float]:
-    """Percentile-bootstrap interval of percentile_q(current) / percentile_q(baseline).
+    """Block-bootstrap interval of percentile_q(current) / percentile_q(baseline).
 
-    Each resample draws, for every group, as many values as the group has, with replacement, from that group, on
-    both sides; the same ``seed`` gives the same interval. Groups keep their sizes, so pooling is stratified.
+    Every group (one query's samples, in the order they were taken) is cut into ``blocks`` consecutive runs; each
+    resample draws, group by group and on both sides, as many blocks as the group has, with replacement. The same
+    ``seed`` gives the same interval. ``blocks`` equal to the sample count is the plain per-sample bootstrap.
     """
     if resamples < 1:
         raise ValueError("resamples must be at least 1")
     if not 0 < confidence < 1:
         raise ValueError("confidence must be between 0 and 1")
+    if blocks < 1:
+        raise ValueError("blocks must be at least 1")
     rng = random.Random(seed)
+    baseline_blocks = [consecutive_blocks(group, blocks) for group in baseline_groups]
+    current_blocks = [consecutive_blocks(group, blocks) for group in current_groups]
     ratios = []
     for _round in range(resamples):
-        base = _resample(rng, baseline_groups)
-        current = _resample(rng, current_groups)
+        base = _resample(rng, baseline_blocks)
+        current = _resample(rng, current_blocks)
         ratios.append(_ratio(percentile_of_sorted(current, q), percentile_of_sorted(base, q)))
     ratios.sort()
     tail = (1.0 - confidence) / 2.0 * 100.0
     return percentile_of_sorted(ratios, tail), percentile_of_sorted(ratios, 100.0 - tail)
+
+
+def consecutive_blocks(samples: Sequence[float], blocks: int) -> List[List[float]]:
+    """``samples`` cut into ``blocks`` runs of consecutive values (sizes differ by at most one; fewer blocks than asked
+    when there are fewer samples)."""
+    count = min(blocks, len(samples))
+    if count == 0:
+        return []
+    bounds = [len(samples) * index // count for index in range(count + 1)]
+    return [list(samples[bounds[index]:bounds[index + 1]]) for index in range(count)]
 
 
 def delta_pct(baseline: float, current: float) -> Optional[float]:
@@ -364,10 +355,11 @@ def p99_unreliable_queries(document: Mapping[str, Any]) -> List[str]:
     return [query["name"] for query in document["queries"] if not p99_reliable(len(query["samples_ms"]))]
 
 
-def _resample(rng: random.Random, groups: Sequence[Sequence[float]]) -> List[float]:
+def _resample(rng: random.Random, grouped_blocks: Sequence[Sequence[Sequence[float]]]) -> List[float]:
     values: List[float] = []
-    for group in groups:
-        values.extend(rng.choices(group, k=len(group)))
+    for group in grouped_blocks:
+        for block in rng.choices(group, k=len(group)):
+            values.extend(block)
     values.sort()
     return values
 

@@ -14,6 +14,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline
     build_document,
     compare,
     compare_samples,
+    consecutive_blocks,
     delta_pct,
     p99_unreliable_queries,
     queries_of,
@@ -185,6 +186,36 @@ def test_bootstrap_refuses_nonsense_parameters():
         bootstrap_ratio_interval([[1.0]], [[1.0]], resamples=0)
     with pytest.raises(ValueError):
         bootstrap_ratio_interval([[1.0]], [[1.0]], confidence=1.0)
+    with pytest.raises(ValueError):
+        bootstrap_ratio_interval([[1.0]], [[1.0]], blocks=0)
+
+
+def test_blocks_keep_the_order_and_cover_every_sample_once():
+    samples = [float(value) for value in range(23)]
+    blocks = consecutive_blocks(samples, 5)
+    assert [value for block in blocks for value in block] == samples
+    assert sorted({len(block) for block in blocks}) == [4, 5]
+    assert consecutive_blocks([1.0, 2.0], 10) == [[1.0], [2.0]]
+    assert consecutive_blocks([], 10) == []
+
+
+def spell_of_noise(seed, spell_start):
+    """300 samples around 1 ms with a spell of 20 consecutive slow ones (a noisy neighbour for a moment)."""
+    samples = noisy(seed, count=300)
+    for index in range(spell_start, spell_start + 20):
+        samples[index] += 0.8
+    return samples
+
+
+def test_a_spell_of_noise_widens_the_block_interval_where_single_samples_would_call_it_significant():
+    quiet, noisy_run = noisy(11, count=300), spell_of_noise(12, 140)
+    per_sample = bootstrap_ratio_interval([quiet], [noisy_run], blocks=300)
+    per_block = bootstrap_ratio_interval([quiet], [noisy_run])
+    # One spell: per-sample resampling sees 20 independent slow executions and is sure p99 rose;
+    # blocks see one slow stretch that a resample may or may not draw.
+    assert per_sample[0] > 1.0
+    assert per_block[0] < per_sample[0]
+    assert per_block[0] <= 1.0
 
 
 def test_compare_matches_queries_by_name_and_reports_the_missing_ones():

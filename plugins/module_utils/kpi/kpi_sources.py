@@ -1,0 +1,73 @@
+# Copyright: keel.postgres contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where kpi_check's evidence comes from: the migration catalog and the verification records.
+
+- Rollback durations: ``keel.migrations.rollback_seconds`` (written by
+  schema_change when a rollback finishes, measured with a monotonic clock);
+  a rollback ends by setting the phase to ``rolled_back``, which stamps
+  ``updated_at``, so that is when it happened.
+- Verification records: plain JSON objects under
+  ``<tenant>/verifications/<backup_id>/<time>-<random>.json`` (``outcome``,
+  ``tier``, ``at``), written once by restore_verify; reading them needs no key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
+from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
+
+_KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
+def rollback_durations(conn: Any, window_seconds: float) -> List[Dict[str, Any]]:
+    """The rollbacks that finished within the last ``window_seconds`` (server clock), oldest first."""
+    if not conn.execute("SELECT to_regclass('keel.migrations') IS NOT NULL").fetchone()[0]:
+        return []
+    rows = conn.execute(
+        "SELECT name, rollback_seconds, updated_at FROM keel.migrations"
+        " WHERE phase = 'rolled_back' AND rollback_seconds IS NOT NULL"
+        " AND updated_at >= now() - make_interval(secs => %s) ORDER BY updated_at, name",
+        (float(window_seconds),),
+    ).fetchall()
+    return [{"name": name, "rollback_seconds": float(seconds), "rolled_back_at": _iso(at)} for name, seconds, at in rows]
+
+
+def verification_records(store: Any, tenant: str, since: Optional[datetime.datetime] = None) -> List[Dict[str, Any]]:
+    """Every verification record of ``tenant`` (not only the latest per backup), oldest first.
+
+    With ``since``, objects whose key time is older are not read at all. A record that cannot be read or parsed
+    is kept as ``outcome: unreadable`` (a failure: it proves nothing), with the key time as ``at``.
+    """
+    records: List[Dict[str, Any]] = []
+    for obj in store.list(layout.verifications_prefix(tenant)):
+        parts = obj.key.split("/")
+        if len(parts) != 4 or not parts[3].endswith(".json"):
+            continue
+        key_time = _key_time(parts[3])
+        if since is not None and key_time is not None and key_time < since:
+            continue
+        try:
+            record = json.loads(store.get_bytes(obj.key).decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except (KeelError, ValueError, UnicodeDecodeError):
+            record = {"outcome": "unreadable", "at": _iso(key_time) if key_time else None}
+        record.setdefault("backup_id", parts[2])
+        record["record"] = obj.key
+        records.append(record)
+    return sorted(records, key=lambda item: (str(item.get("at")), item["record"]))
+
+
+def _key_time(name: str) -> Optional[datetime.datetime]:
+    try:
+        return datetime.datetime.strptime(name.split("-", 1)[0], _KEY_TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _iso(value: Any) -> Optional[str]:
+    return value.isoformat() if isinstance(value, datetime.datetime) else None
