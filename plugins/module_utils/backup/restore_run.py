@@ -24,7 +24,13 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.client_proces
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
-from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import colliding_objects, create_database, database_exists, drop_database
+from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import (
+    colliding_objects,
+    create_database,
+    database_exists,
+    drop_database,
+    make_room_for_schemas,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
@@ -106,6 +112,11 @@ class RestoreRun:
                         create_database(maintenance, self.request.target_db)
                     finally:
                         maintenance.close()
+                    fresh = self.connect(self.request.target_db)
+                    try:
+                        make_room_for_schemas(fresh, (reader.manifest.get("scope") or {}).get("schemas") or [])
+                    finally:
+                        fresh.close()
             with self.metrics.phase("restore"):
                 streamed = restore_dump(reader.dump_bytes(), facts["pg_restore"], self.conn_kwargs(self.request.target_db), self.request.options)
         except BaseException as exc:

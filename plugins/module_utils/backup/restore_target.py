@@ -37,6 +37,17 @@ def create_database(conn: Any, name: str) -> None:
         cursor.execute(sql.SQL("CREATE DATABASE {0} TEMPLATE template0").format(sql.Identifier(name)))
 
 
+def make_room_for_schemas(conn: Any, schemas: Sequence[str]) -> None:
+    """Drop the empty ``public`` schema of a database just made from template0 when the backup brings its own.
+
+    A dump scoped to ``public`` (``pg_dump -n public``) creates that schema, and the restore would stop at
+    "schema public already exists". RESTRICT: a ``public`` that holds anything is left alone and the restore says so.
+    """
+    if "public" in schemas:
+        with conn.cursor() as cursor:
+            cursor.execute("DROP SCHEMA IF EXISTS public RESTRICT")
+
+
 def drop_database(conn: Any, name: str) -> None:
     """DROP DATABASE IF EXISTS ... WITH (FORCE): ends sessions left behind by a failed restore."""
     with conn.cursor() as cursor:

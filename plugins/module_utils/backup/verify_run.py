@@ -40,7 +40,7 @@ import datetime
 import json
 import secrets
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.audit import append_audit_event, audit_event, default_actor
@@ -49,7 +49,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.client_proces
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
-from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database
+from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import apply_masking, check_tables, run_assertion
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest
@@ -186,7 +186,7 @@ class VerifyRun:
         manifest = reader.manifest
         record["table_stats"] = manifest.get("table_stats")
         with _stage(record, "fetch_restore"):
-            self._create(scratch)
+            self._create(scratch, (manifest.get("scope") or {}).get("schemas") or [])
             record["scratch_database"] = scratch.name
             restore_dump(reader.dump_bytes(), pg_restore, self.conn_kwargs(scratch.name), RestoreOptions(jobs=1, no_owner=True))
         record["dump_bytes"], record["stored_bytes"] = reader.raw_bytes, reader.stored_bytes
@@ -212,7 +212,7 @@ class VerifyRun:
                 _fail(record, "assertion_failed", "{0} of {1} assertions failed: {2}".format(
                     len(failed), len(record["assertions"]), ", ".join("{0} ({1})".format(entry["name"], entry["problem"]) for entry in failed)))
 
-    def _create(self, scratch: _Scratch) -> None:
+    def _create(self, scratch: _Scratch, schemas: Sequence[str]) -> None:
         maintenance = self.connect(self.request.maintenance_db)
         try:
             create_database(maintenance, scratch.name)
@@ -221,6 +221,11 @@ class VerifyRun:
         finally:
             maintenance.close()
         scratch.created = True
+        fresh = self.connect(scratch.name)
+        try:
+            make_room_for_schemas(fresh, schemas)
+        finally:
+            fresh.close()
 
     def _drop(self, scratch: _Scratch, record: Dict[str, Any]) -> bool:
         """Drop the scratch database if this run created it; never raises (the outcome must still be recorded)."""

@@ -127,3 +127,18 @@ def test_restore_after_shredding_fails_with_key_shredded(world, target):
     assert result.rc != 0
     assert task["error"] == "key_shredded", task
     assert "shredded" in task["msg"]
+
+
+def test_a_tenant_scoped_to_the_public_schema_restores_and_verifies(world, pg_cluster, target):
+    # pg_dump -n public writes CREATE SCHEMA public, which every database made from template0 already has.
+    world.add_tenant("storefront", schemas=["public"])
+    backup = world.backup("storefront")
+    result, task = world.run("restore", tenant="storefront", target_db=target, create=True, **world.connection)
+    assert result.rc == 0, task
+    assert task["backup_id"] == backup["backup_id"]
+    restored = pg_cluster.execute("SELECT count(*) FROM public.customers", dbname=target)[0][0]
+    assert restored == 2001
+    assert not pg_cluster.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'globex'", dbname=target), "only the tenant's schema"
+    result, task = world.run("restore_verify", tenant="storefront", backup_id=backup["backup_id"], **world.connection)
+    assert result.rc == 0, task
+    assert task["verifications"][0]["outcome"] == "passed", task["verifications"][0]
