@@ -57,7 +57,8 @@ options:
     description:
       - Further libpq connection keywords, for example C(sslcert), C(sslkey), C(target_session_attrs), C(options).
       - Keys that duplicate an option above (C(password), C(user), C(host), C(port), C(dbname), C(sslmode), ...)
-        are refused, because these parameters are not secret and would show a password in logs.
+        are refused, and so are C(passfile) and C(sslpassword), because these parameters are not treated as secret;
+        they are logged with the task's arguments and reach client tools' command lines.
     type: dict
     default: {}
   connect_timeout:

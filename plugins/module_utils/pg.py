@@ -33,6 +33,7 @@ SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _RESERVED_CONNECT_PARAMS = {
     "password": "login_password",
     "passfile": "connect_params is logged; point PGPASSFILE at the file instead",
+    "sslpassword": "connect_params is logged and reaches client tools' command lines; protect the key with file permissions instead",
     "user": "login_user",
     "host": "login_host or login_unix_socket",
     "hostaddr": "login_host",

@@ -38,7 +38,7 @@ def test_unix_socket_wins_over_host():
     assert pg.connection_kwargs(params(login_host="db1", login_unix_socket="/run/pg"), "x")["host"] == "/run/pg"
 
 
-@pytest.mark.parametrize("key", ["password", "PASSWORD", "dbname", "sslmode", "port"])
+@pytest.mark.parametrize("key", ["password", "PASSWORD", "passfile", "sslpassword", "dbname", "sslmode", "port"])
 def test_connect_params_cannot_smuggle_owned_keywords(key):
     with pytest.raises(InvalidOption) as caught:
         pg.connection_kwargs(params(connect_params={key: "x"}), "x")
