@@ -13,7 +13,7 @@ import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from tests.harness.collection_path import ensure_collection_importable
-from tests.integration.backup.rental_schema import ROW_COUNTS, rental_sql
+from tests.harness.rental_schema import ROW_COUNTS, rental_sql
 from tests.integration.backup.test_backup_tampering import StoredBackup, flip_byte, reorder, truncate
 from tests.integration.backup.world import MARKER, BackupWorld, make_locked_bucket
 
