@@ -88,6 +88,8 @@ atexit.register(safety_net.stop_all)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs real servers (PostgreSQL, S3) or ansible-playbook runs; slower")
+    config.addinivalue_line("markers", "alone: measures latency against a tight threshold; make runs these after the parallel tests, "
+                            "with nothing else on the machine")
     safety_net.install_signal_handlers()
 
 

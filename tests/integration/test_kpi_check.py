@@ -90,6 +90,7 @@ def kpi_named(result: Dict[str, Any], name: str) -> Dict[str, Any]:
     return entry
 
 
+@pytest.mark.alone
 def test_latency_gate_passes_on_an_unchanged_schema_and_fails_after_dropping_an_index(run_playbook, connection, items, pg_cluster, pg_db, tmp_path):
     baseline_path = str(tmp_path / "before.json")
     queries = [LOOKUP, SMALL]
