@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.kms_server import KmsServer
+from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, new_world
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,12 @@ def kms_server() -> Iterator[KmsServer]:
     finally:
         server.remove()
         atexit.unregister(server.remove)
+
+
+@pytest.fixture
+def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook) -> BackupWorld:
+    """The tenants' database (TENANT_SQL: customers and orders with a marker row, schema globex), key files, a locked bucket.
+
+    Test modules that need tenants registered override it: ``def world(world): world.add_tenant(...)``.
+    """
+    return new_world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook, TENANT_SQL.format(marker=MARKER))

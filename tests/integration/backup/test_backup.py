@@ -14,18 +14,9 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import MARKER, make_locked_bucket
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir(mode=0o700)
-    bucket = make_locked_bucket(s3_server.client())
-    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, bucket, run_playbook)
 
 
 def table_counts(pg_cluster, database):

@@ -17,21 +17,9 @@ import pytest
 
 from tests.harness.processes import command_line, descendants
 from tests.harness.s3_server import S3Server
-from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import MARKER, TENANT_SQL, new_world
 
 pytestmark = pytest.mark.integration
-
-
-def make_world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir(mode=0o700)
-    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, make_locked_bucket(s3_server.client()), run_playbook)
-
-
-@pytest.fixture
-def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    return make_world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook)
 
 
 class TableLock:
@@ -128,7 +116,7 @@ def test_a_backup_without_manifest_does_not_exist_and_is_removed(world):
 def test_s3_server_stopped_mid_upload_fails_clearly_and_publishes_nothing(pg_cluster, pg_db, tmp_path: Path, run_playbook, cleanup_server):
     server = cleanup_server(S3Server(tmp_path / "s3"))
     server.start()
-    world = make_world(pg_cluster, pg_db, server, tmp_path, run_playbook)
+    world = new_world(pg_cluster, pg_db, server, tmp_path, run_playbook, TENANT_SQL.format(marker=MARKER))
     world.add_tenant("acme", retention={"days": 1, "lock_mode": "governance"})
     lock = TableLock(pg_cluster.dsn(world.database), "orders")
     try:

@@ -13,7 +13,7 @@ import io
 import pytest
 
 from tests.harness.collection_path import ensure_collection_importable
-from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import BackupWorld
 
 ensure_collection_importable()
 
@@ -25,11 +25,7 @@ CHUNK = 64 * 1024
 
 
 @pytest.fixture
-def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir(mode=0o700)
-    world = BackupWorld(pg_cluster, pg_db, s3_server, key_dir, make_locked_bucket(s3_server.client()), run_playbook)
+def world(world):
     world.add_tenant("acme")
     world.add_tenant("globex")
     return world

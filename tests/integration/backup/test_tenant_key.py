@@ -25,7 +25,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeyShredded, KeyUnavailable, StoreFailed
 
-from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import BackupWorld, make_locked_bucket
 
 pytestmark = pytest.mark.integration
 
@@ -337,16 +337,6 @@ def test_every_key_action_is_appended_to_the_store_as_a_write_once_object(tenant
     assert "audit_object" not in results["missing bucket"]["result"]["audit"]  # returned only: the store was not usable
     assert_failed(results["rewrap without store"], "invalid_option", "rewrap")
     assert sorted(os.listdir(key_dir / "acme")) == ["v1.key", "v2.key"]
-
-
-@pytest.fixture
-def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    """The tenant world of test_backup.py: a database with known rows, key files, a bucket with Object Lock."""
-    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
-    key_dir = tmp_path / "world-keys"
-    key_dir.mkdir(mode=0o700)
-    bucket = make_locked_bucket(s3_server.client())
-    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, bucket, run_playbook)
 
 
 def world_options(world: BackupWorld, tenant: str, **extra: Any) -> Dict[str, Any]:

@@ -129,3 +129,11 @@ class BackupWorld:
         client = self.s3_server.client()
         listed = client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return {item["Key"]: item for item in listed.get("Contents", [])}
+
+
+def new_world(pg_cluster: Any, pg_db: str, s3_server: Any, tmp_path: Any, run_playbook: Any, schema_sql: str) -> BackupWorld:
+    """A database loaded with ``schema_sql``, a private (0700) key directory and a fresh bucket with Object Lock."""
+    pg_cluster.execute(schema_sql, dbname=pg_db)
+    key_dir = tmp_path / "world-keys"
+    key_dir.mkdir(mode=0o700)
+    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, make_locked_bucket(s3_server.client()), run_playbook)
