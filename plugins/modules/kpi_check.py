@@ -23,8 +23,12 @@ description:
     plus O(mttr_samples). Breached when the longest is at least O(mttr_threshold). The value is the longest duration in
     seconds; the mean is in the evidence."
   - "V(restore_success): the share of restore verifications (records written by M(keel.postgres.restore_verify) in
-    the store) that passed within O(window), per tenant and tier. Breached below O(restore_threshold_pct), and, with
-    O(require_verification), for a tenant without any verification in the window. The value is the lowest rate, in percent."
+    the store) that passed within O(window), per tenant and tier. With O(key_provider), a V(passed) record counts only
+    if its HMAC checks under a key derived from its backup's data key; one that does not (written by someone who can
+    write to the store but holds no tenant key, or whose backup's key is shredded) counts as C(unauthenticated), a
+    failure. Without O(key_provider), records count as they read, and a warning says so. Breached below
+    O(restore_threshold_pct), and, with O(require_verification), for a tenant without any verification in the
+    window. The value is the lowest rate, in percent."
   - Writes the evaluation as JSON (O(json_path)), in the Prometheus text exposition format for node_exporter's textfile
     collector (O(prometheus_path)) and as a self-contained HTML report with a before/after p99 chart (O(html_path)). A file
     is rewritten only when its content changes, atomically (temporary file in the same directory, then rename).
@@ -33,6 +37,7 @@ author:
 extends_documentation_fragment:
   - keel.postgres.connection
   - keel.postgres.backup_store
+  - keel.postgres.key_provider.optional
 attributes:
   check_mode:
     support: full
@@ -101,10 +106,6 @@ options:
       - Where the verification records are, as for M(keel.postgres.backup). Only read; nothing is written to the store.
     type: dict
     required: false
-  key_provider:
-    description:
-      - Accepted for symmetry with the backup modules and ignored; verification records are plain JSON, no key is needed.
-    type: dict
   restore_threshold_pct:
     description: The success rate, in percent, below which a tenant and tier breach the restore KPI.
     type: float
@@ -206,9 +207,11 @@ import datetime
 import json
 
 from ansible_collections.keel.postgres.plugins.module_utils import pg
+from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader
+from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import key_provider_option, open_key_provider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store, store_argument_spec
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import parse_tenants
-from ansible_collections.keel.postgres.plugins.module_utils.errors import GateFailed, InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.errors import GateFailed, InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
 from ansible_collections.keel.postgres.plugins.module_utils.kpi import html_report, kpi_rules, kpi_sources, prometheus_text
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline import compare, read_baseline
@@ -230,7 +233,7 @@ def argument_spec():
         mttr_samples=dict(type="list", elements="float"),
         tenants=dict(type="list", elements="dict"),
         store=dict(type="dict", options=store_argument_spec()),
-        key_provider=dict(type="dict", no_log=False),
+        key_provider=key_provider_option(required=False),
         restore_threshold_pct=dict(type="float", default=kpi_rules.DEFAULT_RESTORE_THRESHOLD_PCT),
         require_verification=dict(type="bool", default=True),
         warn_only=dict(type="bool", default=False),
@@ -303,8 +306,13 @@ def kpi_check(module):
                 entries.append(kpi_rules.evaluate_mttr(rollbacks(module, window), params.get("mttr_samples") or [], mttr_threshold, window))
             else:
                 store = open_store(params["store"])
+                keys = open_key_provider(params["key_provider"]) if params.get("key_provider") else None
+                if keys is None:
+                    module.warn("restore_success: no key_provider, so verification records are counted as they read; anyone who can "
+                                "write to the store could add passing ones")
                 since = now - datetime.timedelta(seconds=window)
-                evidence = [{"name": tenant.name, "tier": tenant.retention.tier, "records": kpi_sources.verification_records(store, tenant.name, since)}
+                evidence = [{"name": tenant.name, "tier": tenant.retention.tier,
+                             "records": kpi_sources.verification_records(store, tenant.name, since, record_keys(store, keys, tenant.name))}
                             for tenant in tenants]
                 entries.append(kpi_rules.evaluate_restore(evidence, now, window, params["restore_threshold_pct"], params["require_verification"]))
     evaluation = kpi_rules.summarize(entries, params["warn_only"])
@@ -332,6 +340,20 @@ def kpi_check(module):
         else:
             raise GateFailed(kpi_rules.failure_message(evaluation), {key: value for key, value in result.items() if key != "changed"})
     return result
+
+
+def record_keys(store, keys, tenant):
+    """The record MAC key of each backup of ``tenant``, or None when the backup's manifest cannot be opened."""
+    if keys is None:
+        return None
+
+    def record_key_of(backup_id):
+        try:
+            return BackupReader(store, keys, tenant, backup_id).record_mac_key()
+        except KeelError:
+            return None
+
+    return record_key_of
 
 
 def latency_comparison(params):

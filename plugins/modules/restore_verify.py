@@ -151,7 +151,9 @@ RETURN = r"""
 verifications:
   description:
     - One record per backup verified, as written to the store, plus C(record_object) (its key, or null when it could not be
-      written), C(record_error) and C(audit) (the audit event).
+      written), C(record_error), C(record_authenticated) (the stored record carries an HMAC under a key derived from the
+      backup's data key, which M(keel.postgres.kpi_check) checks; false when the data key could not be had, and such a
+      record is always a failure) and C(audit) (the audit event).
     - "A record has C(tenant), C(backup_id), C(tier), C(backup_created_at), C(outcome) (V(passed) or V(failed)), C(reason)
       (null, V(mismatch), V(assertion_failed), V(masking_failed), or the error kind such as V(integrity_failed),
       V(key_shredded), V(client_tool)), C(message), C(at), C(duration_ms), C(stages_ms) (C(fetch_restore), C(stats),

@@ -13,7 +13,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from tests.harness.chromium import screenshot
 from tests.harness.collection_path import ensure_collection_importable
-from tests.integration.backup.world import make_locked_bucket
+from tests.integration.backup.world import MARKER, TENANT_SQL, make_locked_bucket, new_world
 from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
 
 ensure_collection_importable()
@@ -224,6 +224,30 @@ def test_a_failed_verification_drops_the_restore_rate_and_fails_the_gate(run_kpi
     result = run_kpi_check(tenants=lonely, store=store_options, restore_threshold_pct=50)["result"]
     assert result["breaches"][0]["message"] == "restore_success: tenant 'gamma' has no restore verification in the window (require_verification)"
     assert run_kpi_check(tenants=lonely, store=store_options, restore_threshold_pct=50, require_verification=False)["status"] == "ok"
+
+
+def test_with_a_key_provider_a_forged_passing_record_counts_as_a_failure(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
+    world = new_world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook, TENANT_SQL.format(marker=MARKER))
+    world.add_tenant("acme", retention={"days": 1, "tier": "hot"})
+    backup = world.backup("acme")
+    result, verified = world.run("restore_verify", tenant="acme", backup_id=backup["backup_id"], **world.connection)
+    assert result.rc == 0, verified
+    assert verified["verifications"][0]["record_authenticated"] is True
+    # Someone who can write to the bucket, but holds no tenant key, adds a pass of their own.
+    record_verification(world.s3_store(), "acme", backup["backup_id"], "passed", "hot", datetime.datetime.now(datetime.timezone.utc))
+
+    result, trusting = world.run("kpi_check", kpis=["restore_success"], window="1d", key_provider=None)
+    assert trusting["passed"] is True, "without a key provider the forged record counts: the warning says so"
+    assert any("no key_provider" in warning for warning in result.task("module under test")["result"].get("warnings", []))
+
+    result, checking = world.run("kpi_check", kpis=["restore_success"], window="1d")
+    assert checking["passed"] is False
+    (group,) = kpi_named(checking, "restore_success")["evidence"]["groups"]
+    assert (group["total"], group["passed"]) == (2, 1), group
+    assert [failure["outcome"] for failure in group["failures"]] == ["unauthenticated"]
+    assert "restore_success" in checking["msg"]
+    result, listed = world.run("backup_info", tenant="acme")
+    assert (listed["tenants"][0]["backups"][-1]["verification"] or {}).get("outcome") == "unauthenticated", "the newest record is the forged one"
 
 
 def test_mttr_comes_from_the_recorded_rollback(run_playbook, run_kpi_check, connection, pg_cluster, pg_db):

@@ -23,6 +23,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import (
     StreamOpener,
     derive_manifest_mac_key,
+    derive_record_mac_key,
     read_header,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed
@@ -57,6 +58,10 @@ class BackupReader:
         self.raw_bytes = 0
         self.stored_bytes = 0
         self.chunks = 0
+
+    def record_mac_key(self) -> bytes:
+        """The key that authenticates this backup's verification records (derived from the data key, never the data key)."""
+        return derive_record_mac_key(self._data_key)
 
     def dump_bytes(self) -> Iterator[bytes]:
         """The pg_dump custom-format bytes, decompressed; raises IntegrityFailed at the first problem."""

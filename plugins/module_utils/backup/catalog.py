@@ -19,7 +19,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider, WrappedKey
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import open_manifest, parse_manifest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore, StoredObject
-from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import derive_manifest_mac_key
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import derive_manifest_mac_key, derive_record_mac_key
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeelError, KeyShredded
 
 # mac_status values
@@ -165,8 +166,11 @@ def _load_manifest(store: ObjectStore, entry: BackupEntry, keys: Optional[KeyPro
         if keys is None:
             entry.manifest = parse_manifest(raw, key)
             return
-        entry.manifest = open_manifest(raw, key, unwrap_with_rewraps(store, keys, entry.tenant, entry.backup_id), derive_manifest_mac_key, expect)[0]
+        entry.manifest, data_key = open_manifest(raw, key, unwrap_with_rewraps(store, keys, entry.tenant, entry.backup_id),
+                                                 derive_manifest_mac_key, expect)
         entry.mac_status = MAC_VERIFIED
+        if entry.verification is not None:
+            entry.verification = as_authenticated(entry.verification, derive_record_mac_key(data_key))
     except KeyShredded as exc:
         entry.mac_status, entry.problem = MAC_KEY_SHREDDED, exc.message
         entry.manifest = _parse_quietly(store, key)

@@ -77,6 +77,7 @@ TAG_BYTES = 16
 NONCE_PREFIX_BYTES = 7
 STREAM_KEY_INFO = b"keel/stream/v1"
 MANIFEST_MAC_KEY_INFO = b"keel/manifest-mac/v1"
+RECORD_MAC_KEY_INFO = b"keel/verification-record-mac/v1"
 
 # How far from its position a chunk's real counter is looked for when it fails to authenticate.
 OUT_OF_ORDER_WINDOW = 16
@@ -316,6 +317,11 @@ def derive_stream_key(data_key: bytes) -> bytes:
 def derive_manifest_mac_key(data_key: bytes) -> bytes:
     """The manifest's HMAC key: HKDF-SHA256(data_key, info="keel/manifest-mac/v1"), never the stream key itself."""
     return _hkdf(data_key, MANIFEST_MAC_KEY_INFO)
+
+
+def derive_record_mac_key(data_key: bytes) -> bytes:
+    """The HMAC key of the backup's verification records: HKDF-SHA256(data_key, info="keel/verification-record-mac/v1")."""
+    return _hkdf(data_key, RECORD_MAC_KEY_INFO)
 
 
 def chunk_nonce(nonce_prefix: bytes, index: int, final: bool) -> bytes:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import secrets
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
@@ -51,6 +50,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import seal_record
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import apply_masking, check_tables, run_assertion
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import Chosen, Selection, select_backups
@@ -102,9 +102,12 @@ def success_rate(passed: int, failed: int) -> Optional[float]:
 
 
 class _Scratch:
+    """One verification's scratch database, and the key its record is sealed with once the manifest opened."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.created = False
+        self.record_mac_key: Optional[bytes] = None
 
 
 class VerifyRun:
@@ -179,10 +182,11 @@ class VerifyRun:
             record["scratch_dropped"] = self._drop(scratch, record)
         record["duration_ms"] = _ms_since(began)
         self.metrics.count(record["outcome"])
-        return self._publish(record, at)
+        return self._publish(record, at, scratch.record_mac_key)
 
     def _restore_and_check(self, chosen: Chosen, pg_restore: str, scratch: _Scratch, record: Dict[str, Any]) -> None:
         reader = BackupReader(self.store, self.keys, chosen.tenant.name, chosen.entry.backup_id)
+        scratch.record_mac_key = reader.record_mac_key()
         manifest = reader.manifest
         record["table_stats"] = manifest.get("table_stats")
         with _stage(record, "fetch_restore"):
@@ -246,11 +250,11 @@ class VerifyRun:
         record["stages_ms"]["drop_scratch"] = _ms_since(began)
         return True
 
-    def _publish(self, record: Dict[str, Any], at: datetime.datetime) -> Dict[str, Any]:
+    def _publish(self, record: Dict[str, Any], at: datetime.datetime, mac_key: Optional[bytes]) -> Dict[str, Any]:
         key = layout.verification_key(record["tenant"], record["backup_id"], at)
-        published = dict(record, record_object=key, record_error=None)
+        published = dict(record, record_object=key, record_error=None, record_authenticated=mac_key is not None)
         try:
-            self.store.put_bytes(key, json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n", Lock())
+            self.store.put_bytes(key, seal_record(record, mac_key), Lock())
         except KeelError as exc:
             published.update(record_object=None, record_error=exc.message)
         event = audit_event("restore_verify", record["outcome"], self.actor, tenant=record["tenant"], backup_id=record["backup_id"],

@@ -6,18 +6,23 @@
   schema_change when a rollback finishes, measured with a monotonic clock);
   a rollback ends by setting the phase to ``rolled_back``, which stamps
   ``updated_at``, so that is when it happened.
-- Verification records: plain JSON objects under
+- Verification records: JSON objects under
   ``<tenant>/verifications/<backup_id>/<time>-<random>.json`` (``outcome``,
-  ``tier``, ``at``), written once by restore_verify; reading them needs no key.
+  ``tier``, ``at``), written once by restore_verify. Reading them needs no
+  key; with a key provider, a ``passed`` record must also carry an HMAC that
+  checks under its backup's record key (backup/verification_record.py), or it
+  counts as ``unauthenticated``, a failure: a bucket writer without the
+  tenant key cannot lift the KPI with records of its own.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated
 from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
 
 _KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -36,12 +41,18 @@ def rollback_durations(conn: Any, window_seconds: float) -> List[Dict[str, Any]]
     return [{"name": name, "rollback_seconds": float(seconds), "rolled_back_at": _iso(at)} for name, seconds, at in rows]
 
 
-def verification_records(store: Any, tenant: str, since: Optional[datetime.datetime] = None) -> List[Dict[str, Any]]:
+RecordKeyOf = Callable[[str], Optional[bytes]]  # backup id -> its record MAC key, or None when it cannot be had
+
+
+def verification_records(store: Any, tenant: str, since: Optional[datetime.datetime] = None,
+                         record_key_of: Optional[RecordKeyOf] = None) -> List[Dict[str, Any]]:
     """Every verification record of ``tenant`` (not only the latest per backup), oldest first.
 
     With ``since``, objects whose key time is older are not read at all. A record that cannot be read or parsed
-    is kept as ``outcome: unreadable`` (a failure: it proves nothing), with the key time as ``at``.
+    is kept as ``outcome: unreadable`` (a failure: it proves nothing), with the key time as ``at``. With
+    ``record_key_of``, a ``passed`` record whose MAC does not check becomes ``outcome: unauthenticated``.
     """
+    keys: Dict[str, Optional[bytes]] = {}
     records: List[Dict[str, Any]] = []
     for obj in store.list(layout.verifications_prefix(tenant)):
         parts = obj.key.split("/")
@@ -56,7 +67,12 @@ def verification_records(store: Any, tenant: str, since: Optional[datetime.datet
                 raise ValueError("not an object")
         except (KeelError, ValueError, UnicodeDecodeError):
             record = {"outcome": "unreadable", "at": _iso(key_time) if key_time else None}
+        if record_key_of is not None and record.get("outcome") == "passed":
+            if parts[2] not in keys:
+                keys[parts[2]] = record_key_of(parts[2])
+            record = as_authenticated(record, keys[parts[2]])
         record.setdefault("backup_id", parts[2])
+        record.pop("mac", None)
         record["record"] = obj.key
         records.append(record)
     return sorted(records, key=lambda item: (str(item.get("at")), item["record"]))

@@ -9,36 +9,30 @@ MAC'd backups whose only difference is their creation time.
 from __future__ import annotations
 
 import datetime
-import json
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from tests.harness.collection_path import ensure_collection_importable
-from tests.integration.backup.world import MARKER, TENANT_SQL, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import BackupWorld
 
 ensure_collection_importable()
 
 from ansible_collections.keel.postgres.plugins.module_utils import pg  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout  # noqa: E402
+from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import backup_request_from  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_run import BackupRun  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import open_store_and_keys  # noqa: E402
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store  # noqa: E402
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import seal_record  # noqa: E402
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics  # noqa: E402
 from ansible_collections.keel.postgres.plugins.modules.backup import argument_spec as backup_argument_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
-
-
-@pytest.fixture
-def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    pg_cluster.execute(TENANT_SQL.format(marker=MARKER), dbname=pg_db)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir(mode=0o700)
-    return BackupWorld(pg_cluster, pg_db, s3_server, key_dir, make_locked_bucket(s3_server.client()), run_playbook)
 
 
 def backdated_backup(world: BackupWorld, tenant: str, days_ago: int) -> str:
@@ -53,13 +47,13 @@ def backdated_backup(world: BackupWorld, tenant: str, days_ago: int) -> str:
 
 
 def record_verification(world: BackupWorld, tenant: str, backup_id: str, outcome: str) -> None:
-    """What restore verification leaves behind (the restore_verify module writes the same shape)."""
+    """What restore verification leaves behind: the record, sealed with the backup's record key as restore_verify seals it."""
     params = ArgumentSpecValidator({"store": {"type": "dict", "options": backup_argument_spec()["store"]["options"]}}).validate(
         {"store": world.s3_store()}).validated_parameters
-    from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import open_store
-
+    store = open_store(params["store"])
     record = {"backup_id": backup_id, "tenant": tenant, "outcome": outcome, "at": NOW.isoformat()}
-    open_store(params["store"]).put_bytes(layout.verification_key(tenant, backup_id, NOW), json.dumps(record).encode(), Lock())
+    mac_key = BackupReader(store, world.keys(), tenant, backup_id).record_mac_key()
+    store.put_bytes(layout.verification_key(tenant, backup_id, NOW), seal_record(record, mac_key), Lock())
 
 
 def ids(entries):

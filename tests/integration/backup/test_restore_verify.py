@@ -15,7 +15,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from tests.harness.collection_path import ensure_collection_importable
 from tests.harness.rental_schema import ROW_COUNTS, rental_sql
 from tests.integration.backup.test_backup_tampering import StoredBackup, flip_byte, reorder, truncate
-from tests.integration.backup.world import MARKER, BackupWorld, make_locked_bucket
+from tests.integration.backup.world import MARKER, BackupWorld, new_world
 
 ensure_collection_importable()
 
@@ -31,10 +31,7 @@ NO_READABLE_EMAIL = "SELECT bool_and(email NOT LIKE '%@%') FROM customer"
 
 @pytest.fixture
 def world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook):
-    pg_cluster.execute(rental_sql(MARKER), dbname=pg_db)
-    key_dir = tmp_path / "keys"
-    key_dir.mkdir(mode=0o700)
-    world = BackupWorld(pg_cluster, pg_db, s3_server, key_dir, make_locked_bucket(s3_server.client()), run_playbook)
+    world = new_world(pg_cluster, pg_db, s3_server, tmp_path, run_playbook, rental_sql(MARKER))
     world.add_tenant("acme")
     yield world
     assert scratch_databases(pg_cluster) == [], "every scratch database is dropped"
@@ -81,7 +78,8 @@ def test_a_backup_restores_and_every_fingerprint_matches(world, pg_cluster):
 
     assert records_of(world) == ["pg/" + record["record_object"]]
     stored = stored_json(world, record["record_object"])
-    assert stored == {key: value for key, value in record.items() if key not in ("record_object", "record_error", "audit")}
+    assert stored.pop("mac")["algorithm"] == "HMAC-SHA256" and record["record_authenticated"] is True
+    assert stored == {key: value for key, value in record.items() if key not in ("record_object", "record_error", "record_authenticated", "audit")}
     audit = stored_json(world, record["audit"]["audit_object"])
     assert audit["action"] == "restore_verify" and audit["outcome"] == "passed" and audit["verification_object"] == record["record_object"]
 
