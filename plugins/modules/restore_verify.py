@@ -180,6 +180,15 @@ by_tier:
   description: C(passed), C(failed) and C(success_rate) per retention tier.
   returned: always
   type: dict
+stale_scratch_dropped:
+  description:
+    - Scratch databases (C(keel_verify_*)) left behind by runs that were killed, dropped before this run started (in
+      check mode, those it would drop). A run holds a session advisory lock on its scratch database's name for as long
+      as the database exists, so a database whose lock can be taken belongs to no live run; one in use by a verification
+      on another host is left alone.
+  returned: always
+  type: list
+  elements: str
 not_sampled:
   description: With O(sample), the tenants that had no backup to verify, with C(tenant), C(tier) and C(reason).
   returned: always

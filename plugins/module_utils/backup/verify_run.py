@@ -49,6 +49,12 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
+from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_ownership import (
+    drop_orphaned_scratch_databases,
+    hold_scratch,
+    orphaned_scratch_databases,
+    release,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import seal_record
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import apply_masking, check_tables, run_assertion
@@ -137,8 +143,15 @@ class VerifyRun:
 
     def plan(self) -> Dict[str, Any]:
         selection: Selection = self.prepare()["selection"]
+        maintenance = self.connect(self.request.maintenance_db)
+        try:
+            stale = orphaned_scratch_databases(maintenance, SCRATCH_PREFIX)
+            release(maintenance, stale)
+        finally:
+            maintenance.close()
         return {
-            "changed": bool(selection.chosen),
+            "changed": bool(selection.chosen) or bool(stale),
+            "stale_scratch_dropped": stale,
             "plan": [chosen.describe() for chosen in selection.chosen],
             "not_sampled": selection.not_sampled,
             "verifications": [],
@@ -151,9 +164,10 @@ class VerifyRun:
     def execute(self) -> Dict[str, Any]:
         facts = self.prepare()
         selection: Selection = facts["selection"]
+        stale = self._drop_stale_scratch()
         verifications = [self._verify(chosen, facts["pg_restore"]) for chosen in selection.chosen]
         result = _summary(verifications)
-        result.update(changed=bool(verifications), not_sampled=selection.not_sampled)
+        result.update(changed=bool(verifications) or bool(stale), not_sampled=selection.not_sampled, stale_scratch_dropped=stale)
         problems = _run_problems(verifications, self.request.fail_on_failure)
         if problems:
             error = VerificationFailed("restore verification: {0} passed, {1} failed: {2}".format(
@@ -162,6 +176,15 @@ class VerifyRun:
             raise error
         return result
 
+    def _drop_stale_scratch(self) -> List[str]:
+        """Scratch databases left by killed runs (nobody holds their lock) go before this run adds its own."""
+        with self.metrics.phase("drop_stale_scratch"):
+            maintenance = self.connect(self.request.maintenance_db)
+            try:
+                return drop_orphaned_scratch_databases(maintenance, SCRATCH_PREFIX)
+            finally:
+                maintenance.close()
+
     # -- one backup ----------------------------------------------------------------------------------------------
 
     def _verify(self, chosen: Chosen, pg_restore: str) -> Dict[str, Any]:
@@ -169,7 +192,10 @@ class VerifyRun:
         began = time.monotonic()
         record = _new_record(chosen, at, self.actor)
         scratch = _Scratch(scratch_database_name(chosen.tenant.name))
+        # Held from before the database exists until after it is gone; a killed run's lock goes with its session.
+        owner = self.connect(self.request.maintenance_db)
         try:
+            hold_scratch(owner, scratch.name)
             with self.metrics.phase("verify"):
                 self._restore_and_check(chosen, pg_restore, scratch, record)
         except (ConnectionFailed, ScratchUnavailable):
@@ -180,6 +206,7 @@ class VerifyRun:
             _fail(record, "query_failed", "a query on the scratch database failed with {0}".format(describe_condition(sql_condition(exc))))
         finally:
             record["scratch_dropped"] = self._drop(scratch, record)
+            owner.close()
         record["duration_ms"] = _ms_since(began)
         self.metrics.count(record["outcome"])
         return self._publish(record, at, scratch.record_mac_key)

@@ -41,6 +41,10 @@ def scratch_databases(pg_cluster) -> list:
     return pg_cluster.execute(r"SELECT datname FROM pg_database WHERE datname LIKE 'keel\_verify\_%'")
 
 
+def scratch_names(pg_cluster) -> list:
+    return [row[0] for row in scratch_databases(pg_cluster)]
+
+
 def verify(world: BackupWorld, check: bool = False, env: dict | None = None, **options):
     return world.run("restore_verify", check=check, env=env, **world.connection, **options)
 
@@ -254,3 +258,22 @@ def test_bad_input_is_refused_naming_the_field(world, options, field):
     result, task = verify(world, **options)
     assert result.rc != 0 and task.get("field") == field, task
     assert records_of(world) == []
+
+
+def test_a_scratch_database_left_by_a_killed_run_is_dropped_but_not_one_in_use(world, pg_cluster):
+    backup = world.backup("acme")
+    orphan, in_use = "keel_verify_acme_0badf00d", "keel_verify_acme_0c0ffee0"
+    for name in (orphan, in_use):
+        pg_cluster.execute(f'CREATE DATABASE "{name}"')
+    # A verification in progress elsewhere holds its scratch database's lock on its own session.
+    with psycopg.connect(pg_cluster.dsn("postgres"), autocommit=True) as other_run:
+        other_run.execute("SELECT pg_advisory_lock(hashtext('keel.postgres/restore_verify'), hashtext(%s))", (in_use,))
+        result, planned = verify(world, check=True, tenant="acme", backup_id=backup["backup_id"])
+        assert result.rc == 0, planned
+        assert planned["stale_scratch_dropped"] == [orphan] and orphan in scratch_names(pg_cluster), "check mode drops nothing"
+        result, task = verify(world, tenant="acme", backup_id=backup["backup_id"])
+        assert result.rc == 0, task
+        assert task["stale_scratch_dropped"] == [orphan]
+        assert task["verifications"][0]["outcome"] == "passed"
+        assert scratch_names(pg_cluster) == [in_use], "the orphan is gone, the one in use is not, nor this run's own"
+    pg_cluster.execute(f'DROP DATABASE "{in_use}"')
