@@ -70,9 +70,7 @@ class RestoreRun:
         maintenance = self.connect(self.request.maintenance_db)
         try:
             exists = database_exists(maintenance, self.request.target_db)
-            with maintenance.cursor() as cursor:
-                cursor.execute("SELECT current_setting('server_version_num')::int")
-                version_num = cursor.fetchone()[0]
+            version_num = maintenance.info.server_version  # libpq reports it at connect time
         finally:
             maintenance.close()
         if not exists and not self.request.create:

@@ -134,9 +134,7 @@ class VerifyRun:
             selection = select_backups(self.store, self.keys, self.request.tenants, self.request.backup_id, self.request.sample, self.clock())
         maintenance = self.connect(self.request.maintenance_db)
         try:
-            with maintenance.cursor() as cursor:
-                cursor.execute("SELECT current_setting('server_version_num')::int")
-                version_num = cursor.fetchone()[0]
+            version_num = maintenance.info.server_version  # libpq reports it at connect time
         finally:
             maintenance.close()
         return {"selection": selection, "pg_restore": find_tool("pg_restore", self.request.client_bin_dir, version_num)}
