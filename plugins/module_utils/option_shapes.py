@@ -9,7 +9,7 @@ reported where it is (``tenants[1].retention.dayz``) rather than ignored.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, List, Mapping, NamedTuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 
@@ -30,3 +30,26 @@ def required_text(value: Any, where: str, expected: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidOption(where, "is required: " + expected)
     return value.strip()
+
+
+class NamedSql(NamedTuple):
+    where: str  # the entry's path, such as queries[2]
+    name: str
+    sql: str
+
+
+def named_sql_entries(value: Any, field_name: str, name_purpose: str, sql_purpose: str) -> List[NamedSql]:
+    """A list of ``{name, sql}`` entries with unique names (query_latency's queries, restore_verify's assertions)."""
+    if not isinstance(value, list):
+        raise InvalidOption(field_name, "must be a list of {name, sql} entries")
+    entries: List[NamedSql] = []
+    names: dict = {}
+    for index, entry in enumerate(value):
+        where = "{0}[{1}]".format(field_name, index)
+        mapping = checked_mapping(entry, where, {"name", "sql"})
+        name = required_text(mapping.get("name"), where + ".name", name_purpose)
+        if name in names:
+            raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
+        names[name] = index
+        entries.append(NamedSql(where, name, required_text(mapping.get("sql"), where + ".sql", sql_purpose)))
+    return entries

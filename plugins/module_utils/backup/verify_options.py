@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import SampleSpec
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
-from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, required_text
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, named_sql_entries, required_text
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,5 @@ def parse_assertions(value: Any, field_name: str = "assertions") -> List[Asserti
     """``[{name, sql}]``: names are unique, each sql a query returning one boolean."""
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise InvalidOption(field_name, "must be a list of {name, sql} entries")
-    assertions: List[Assertion] = []
-    names: Dict[str, int] = {}
-    for index, entry in enumerate(value):
-        where = "{0}[{1}]".format(field_name, index)
-        mapping = checked_mapping(entry, where, {"name", "sql"})
-        name = required_text(mapping.get("name"), where + ".name", "a name for the assertion")
-        if name in names:
-            raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
-        names[name] = index
-        assertions.append(Assertion(name=name, sql=required_text(mapping.get("sql"), where + ".sql", "a query returning one row with one boolean")))
-    return assertions
+    entries = named_sql_entries(value, field_name, "a name for the assertion", "a query returning one row with one boolean")
+    return [Assertion(name=entry.name, sql=entry.sql) for entry in entries]

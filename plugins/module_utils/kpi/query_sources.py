@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler import SOURCE_QUERIES, SOURCE_TOP_STATEMENTS, LatencyQuery
-from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, required_text
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import named_sql_entries
 
 try:
     import psycopg
@@ -58,25 +58,15 @@ _FIRST_WORD = re.compile(r"[(\s]*([A-Za-z]+)")
 
 def parse_queries(value: Any, field_name: str = "queries") -> List[LatencyQuery]:
     """``[{name, sql}]`` with unique names and no transaction control; at least one entry."""
-    if not isinstance(value, list):
-        raise InvalidOption(field_name, "must be a list of {name, sql} entries")
-    if not value:
+    if isinstance(value, list) and not value:
         raise InvalidOption(field_name, "must hold at least one {name, sql} entry")
     queries: List[LatencyQuery] = []
-    names: Dict[str, int] = {}
-    for index, entry in enumerate(value):
-        where = "{0}[{1}]".format(field_name, index)
-        entry = checked_mapping(entry, where, {"name", "sql"})
-        name = required_text(entry.get("name"), where + ".name", "a name for the query, used to match it with a baseline")
-        if name in names:
-            raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
-        names[name] = index
-        text = required_text(entry.get("sql"), where + ".sql", "the SQL statement to time")
-        control = transaction_control(text)
+    for entry in named_sql_entries(value, field_name, "a name for the query, used to match it with a baseline", "the SQL statement to time"):
+        control = transaction_control(entry.sql)
         if control:
-            raise InvalidOption(where + ".sql", "must not control the transaction it is measured in ({0}); each execution already runs in a "
+            raise InvalidOption(entry.where + ".sql", "must not control the transaction it is measured in ({0}); each execution already runs in a "
                                 "transaction of its own".format(control.upper()))
-        queries.append(LatencyQuery(name=name, sql=text, source=SOURCE_QUERIES, field=where))
+        queries.append(LatencyQuery(name=entry.name, sql=entry.sql, source=SOURCE_QUERIES, field=entry.where))
     return queries
 
 
