@@ -20,7 +20,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import open_manifest, parse_manifest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import derive_manifest_mac_key, derive_record_mac_key
-from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated, read_record
 from ansible_collections.keel.postgres.plugins.module_utils.errors import IntegrityFailed, KeelError, KeyShredded
 
 # mac_status values
@@ -151,10 +151,7 @@ def latest_verifications(store: ObjectStore, tenant: str) -> Dict[str, Dict[str,
             latest[backup_id] = obj
     records: Dict[str, Dict[str, Any]] = {}
     for backup_id, obj in latest.items():
-        try:
-            records[backup_id] = json.loads(store.get_bytes(obj.key).decode("utf-8"))
-        except (KeelError, ValueError, UnicodeDecodeError):
-            records[backup_id] = {"outcome": "unreadable", "record": obj.key}
+        records[backup_id] = read_record(store, obj.key) or {"outcome": "unreadable", "record": obj.key}
     return records
 
 

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any, Dict, Mapping, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import canonical_json
+from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
 
 MAC_ALGORITHM = "HMAC-SHA256"
+
+
+def read_record(store: Any, key: str) -> Optional[Dict[str, Any]]:
+    """The record stored at ``key``, or None when it cannot be read or is not a JSON object (it proves nothing)."""
+    try:
+        record = json.loads(store.get_bytes(key).decode("utf-8"))
+    except (KeelError, ValueError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def seal_record(record: Mapping[str, Any], mac_key: Optional[bytes]) -> bytes:

@@ -18,12 +18,10 @@
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
-from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated
-from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated, read_record
 
 _KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
@@ -61,12 +59,7 @@ def verification_records(store: Any, tenant: str, since: Optional[datetime.datet
         key_time = _key_time(parts[3])
         if since is not None and key_time is not None and key_time < since:
             continue
-        try:
-            record = json.loads(store.get_bytes(obj.key).decode("utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
-        except (KeelError, ValueError, UnicodeDecodeError):
-            record = {"outcome": "unreadable", "at": _iso(key_time) if key_time else None}
+        record = read_record(store, obj.key) or {"outcome": "unreadable", "at": _iso(key_time) if key_time else None}
         if record_key_of is not None and record.get("outcome") == "passed":
             if parts[2] not in keys:
                 keys[parts[2]] = record_key_of(parts[2])
