@@ -749,7 +749,7 @@ def judge(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
 
 # -- output ----------------------------------------------------------------------------------------
 
-def _fmt(value: Any, pattern: str = "{0:.2f}") -> str:
+def fmt(value: Any, pattern: str = "{0:.2f}") -> str:
     return "" if value is None else pattern.format(value)
 
 
@@ -766,12 +766,12 @@ def main_table(report: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
                 continue
             module = ""
             if entry.get("module_duration_s"):
-                module = "{0:.2f} ({1})".format(entry["module_duration_s"], _fmt(entry.get("module_ratio_vs_floor")))
-            lines.append([entry["title"], label, _fmt(entry["wall_s"]), _fmt(entry.get("mib_s"), "{0:.0f}"),
-                          _fmt(entry.get("peak_rss_mb"), "{0:.0f}"), _fmt(entry.get("ratio_vs_floor")),
-                          _fmt(entry.get("speedup_vs_default"), "{0:.2f}x"), module,
-                          "{0} ({1})".format(_fmt(entry.get("cpu_s_total"), "{0:.1f}"), _fmt(entry.get("cpu_s_postgres"), "{0:.1f}")),
-                          _fmt(entry.get("other_load_cpus")),
+                module = "{0:.2f} ({1})".format(entry["module_duration_s"], fmt(entry.get("module_ratio_vs_floor")))
+            lines.append([entry["title"], label, fmt(entry["wall_s"]), fmt(entry.get("mib_s"), "{0:.0f}"),
+                          fmt(entry.get("peak_rss_mb"), "{0:.0f}"), fmt(entry.get("ratio_vs_floor")),
+                          fmt(entry.get("speedup_vs_default"), "{0:.2f}x"), module,
+                          "{0} ({1})".format(fmt(entry.get("cpu_s_total"), "{0:.1f}"), fmt(entry.get("cpu_s_postgres"), "{0:.1f}")),
+                          fmt(entry.get("other_load_cpus")),
                           run_count(entry)])
     return headers, lines
 
@@ -798,11 +798,11 @@ def keel_table(report: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
                 continue
             stages, phases = entry.get("stages_ms") or {}, entry.get("phases_ms") or {}
             lines.append([
-                key, size, _fmt(entry.get("throughput_mib_s"), "{0:.0f}"), _fmt(entry.get("compression_ratio")),
-                _fmt(entry.get("ansible_overhead_s")),
-                "/".join(_fmt(stages.get(name), "{0:.0f}") for name in ("dump", "compress", "encrypt", "store")),
-                "/".join(_fmt(phases.get(name), "{0:.0f}") for name in ("stream", "table_stats_wait", "commit_data")),
-                _fmt(entry.get("module_cpu_s"), "{0:.1f}"), _fmt(entry.get("pg_dump_peak_rss_mb"), "{0:.0f}")])
+                key, size, fmt(entry.get("throughput_mib_s"), "{0:.0f}"), fmt(entry.get("compression_ratio")),
+                fmt(entry.get("ansible_overhead_s")),
+                "/".join(fmt(stages.get(name), "{0:.0f}") for name in ("dump", "compress", "encrypt", "store")),
+                "/".join(fmt(phases.get(name), "{0:.0f}") for name in ("stream", "table_stats_wait", "commit_data")),
+                fmt(entry.get("module_cpu_s"), "{0:.1f}"), fmt(entry.get("pg_dump_peak_rss_mb"), "{0:.0f}")])
     return headers, lines
 
 

@@ -63,6 +63,7 @@ from bench.backup_throughput import (  # noqa: E402
     Database,
     TreeSampler,
     ansible_playbook_children,
+    fmt,
     keel_pg_dump,
     keel_store,
     log,
@@ -472,10 +473,6 @@ def judge(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Any]:
 
 
 # -- output --------------------------------------------------------------------------------------------------------------
-
-def fmt(value: Any, pattern: str = "{0:.2f}") -> str:
-    return "" if value is None else pattern.format(value)
-
 
 def main_table(report: Dict[str, Any]) -> Tuple[List[str], List[List[str]]]:
     headers = ["variant", "size", "wall s", "module s", "x baseline (wall)", "x baseline (module)", "peak RSS MB", "pg_restore RSS MB",
