@@ -27,7 +27,7 @@ class BackfillSettings(NamedTuple):
 
 class MigrationContext:
     def __init__(self, conn: Any, name: str, policy: lock_guard.LockPolicy, backfill: BackfillSettings,
-                 metrics: RunMetrics) -> None:
+                 metrics: RunMetrics, revert_window: Optional[float] = None) -> None:
         self.conn = conn
         self.name = name
         self.policy = policy
@@ -36,6 +36,8 @@ class MigrationContext:
         # Columns that earlier operations of this migration add, so later ones can use them
         # in validation (an index on a column added by the same migration).
         self.planned_columns: Dict[str, Dict[str, str]] = {}
+        # Seconds a completed migration stays revertible (None: until finalized explicitly).
+        self.revert_window = revert_window
 
     # -- reading ---------------------------------------------------------------
 
@@ -77,6 +79,18 @@ class MigrationContext:
                      on_lock_timeout: Optional[Callable[[], None]] = None) -> None:
         lock_guard.run_outside_transaction(self.conn, statement, self.policy, self.metrics, tables, description,
                                            on_lock_timeout)
+
+    # -- client-facing version views -------------------------------------------
+
+    def repoint_views(self, conn: Any, from_oid: int, to_table: str) -> List[str]:
+        """Point every keel version view that reads table ``from_oid`` at ``to_table`` instead.
+
+        Same shape (names, order, types), so prepared statements on the views survive; to be
+        called inside the guarded transaction that swaps the tables. Returns the views changed.
+        """
+        from ansible_collections.keel.postgres.plugins.module_utils.schema_change import version_schema
+
+        return version_schema.repoint_views(conn, from_oid, to_table)
 
     # -- remembering between phases and runs -----------------------------------
 

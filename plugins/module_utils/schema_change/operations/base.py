@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import (
     TableName,
@@ -22,6 +22,10 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identi
     parse_table_name,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.plan import PlanStep
+
+class NotRevertible(KeelError):
+    kind = "not_revertible"
+
 
 # What an operation touches, for conflict detection: (table, column) or (table, None) for the whole table.
 Target = Tuple[str, Optional[str]]
@@ -111,6 +115,19 @@ class Operation:
 
     def rollback(self, ctx: MigrationContext) -> None:
         """Undo start. Default: start changed nothing."""
+
+    def check_revertible(self, ctx: MigrationContext) -> None:
+        """Before ``complete``: refuse (raise, naming the field) when a revert could not keep every write.
+
+        Default: nothing could be lost.
+        """
+
+    def revert(self, ctx: MigrationContext) -> None:
+        """Undo ``complete`` while the old shape is still kept: back to the old shape, every write since kept."""
+        raise NotRevertible("{0} cannot be reverted after completion".format(self.describe()))
+
+    def finalize(self, ctx: MigrationContext) -> None:
+        """Drop what ``complete`` kept so the migration could be reverted. Default: nothing was kept."""
 
     @property
     def state_key(self) -> str:
