@@ -11,7 +11,8 @@ version_added: 0.1.0
 description:
   - Reads the migration catalog (schema C(keel)) that M(keel.postgres.schema_change) keeps in the database.
   - For each migration, its phase, tables and operations, wall time per phase, backfill progress
-    (rows backfilled against the planner's estimate) and how long its rollback took (the rollback MTTR KPI).
+    (rows backfilled against the planner's estimate) and how long its rollback took (the rollback MTTR KPI),
+    how long a revert after completion took, and the version schemas with who still reads the old ones.
   - Read-only. A database where no migration ever ran reports an empty list.
 author:
   - keel.postgres maintainers (@keel-postgres)
@@ -57,7 +58,8 @@ migrations:
     phase:
       description:
         - V(started), V(completed), V(rolled_back), or V(starting), V(completing), V(rolling_back)
-          when a run was interrupted in that phase (re-run the same task to resume).
+          when a run was interrupted in that phase (re-run the same task to resume); V(finalized), V(reverted),
+          V(finalizing) and V(reverting) likewise.
       type: str
     in_flight:
       description: Whether the migration is unfinished (its tables are refused to other migrations).
@@ -83,6 +85,34 @@ migrations:
     rollback_seconds:
       description: Duration of the rollback, null if never rolled back.
       type: float
+    revert_seconds:
+      description: Duration of the revert after completion, null if never reverted (the rollback MTTR KPI reads it).
+      type: float
+    completed_at:
+      description: When the migration completed (ISO 8601), null before.
+      type: str
+    revertible_until:
+      description:
+        - Until when a completed migration can be reverted; the next M(keel.postgres.schema_change) run on its
+          tables or schema after that finalizes it. Null unless completed.
+      type: str
+    finalized_at:
+      description: When the old shape was dropped (ISO 8601), null before.
+      type: str
+    version_schema:
+      description: The migration's version schema, null when it publishes none.
+      type: str
+    old_versions:
+      description:
+        - "Older version schemas of the same schema that finalizing this migration would drop (C(schemas)), and the
+          sessions visibly reading them (C(readers): C(active) ones hold locks on their views right now; C(declared)
+          ones name C(keel:<version schema>) in their C(application_name)). An idle connection that declares
+          nothing cannot be seen."
+      type: dict
+    read_verification:
+      description: The latest O(keel.postgres.schema_change#module:verify_reads) outcome per query.
+      type: list
+      elements: dict
     last_error:
       description: Why the last run stopped, if it failed.
       type: str

@@ -12,8 +12,15 @@ description:
   - Applies a migration, described as a list of O(operations), in phases.
     V(started) expands (the new shape is added beside the old one, kept in sync by triggers, existing rows
     backfilled in short batches, indexes built concurrently, constraints added C(NOT VALID) then validated);
-    V(completed) contracts (switch over, drop the old shape); V(rolled_back) removes everything the migration
-    added and leaves the old shape untouched.
+    V(completed) switches over but keeps the old shape, in sync, so the migration can still be V(reverted) without
+    losing a write; V(finalized) drops the old shape for good (explicitly, or by the next run once
+    O(revert_window) has passed); V(rolled_back) removes everything a started migration added.
+  - "Each migration publishes a version schema when it starts: schema C(<table schema>_<migration name>) holding
+    one plain view per table of that schema, in the new shape, with explicit column lists. Clients that choose a
+    version by C(search_path) (for example C(options=-c search_path=public_2026_11_x,public)) never see a result
+    shape change, so statements they prepared keep working through start, completion, revert and rollback.
+    Published views are never replaced by another shape. Finalizing drops the versions before this one; a
+    rollback or revert drops this one. See the client guide in C(docs/client_guide.md)."
   - Every statement that takes a table lock runs with a short O(lock_timeout) and is retried with jittered
     backoff, so a migration waits for the application and never the other way round. When the retries run
     out, the task fails naming the sessions in the way, and the migration stays resumable.
@@ -21,7 +28,8 @@ description:
     so a killed run resumes where it stopped and a repeated run reports no change.
     Two runs can never migrate the same table at once, and a table that is part of an unfinished migration
     is refused to any other migration.
-  - Check mode returns the plan (each step, the lock it takes, whether it scans or rewrites, estimated rows).
+  - Check mode returns the plan (each step, the lock it takes, whether it scans or rewrites, estimated rows, and
+    what clients reading the tables directly, not through a version schema, will see).
     Diff mode shows the affected tables' definitions before and after.
 author:
   - keel.postgres maintainers (@keel-postgres)
@@ -74,11 +82,59 @@ options:
     required: true
   state:
     description:
-      - The phase the migration should reach. V(completed) runs the start phase first if needed.
-      - A completed migration cannot be rolled back (its old shape is gone); write a new migration instead.
+      - The phase the migration should reach. Later states run the earlier phases first when needed.
+      - V(reverted) undoes a completed migration that is not finalized yet, in one short lock per operation;
+        every write made since completion is in the old shape. V(rolled_back) undoes a started one.
+      - A finalized migration cannot be undone (its old shape is gone); write a new migration instead.
+      - While a migration is completed and not finalized, its tables (and, with version schemas, its schema)
+        are refused to other migrations.
     type: str
-    choices: [ started, completed, rolled_back ]
+    choices: [ started, completed, finalized, reverted, rolled_back ]
     default: started
+  revert_window:
+    description:
+      - How long a completed migration stays revertible. Once it has passed, the next M(keel.postgres.schema_change)
+        run that touches the same tables or schema finalizes it first.
+      - V(0) finalizes at once (C(state=completed) then behaves like C(state=finalized), and no revert guard is
+        added). PostgreSQL interval syntax such as V(2h) or V(1d).
+      - "A type change that narrows on the way back (C(int) to C(bigint), C(varchar(20)) to C(text)) gets a CHECK
+        on the new column during the window, C(_keel_<hash>_rev_<column>), so a value the old type cannot hold
+        is refused with that constraint's name instead of being lost on a revert."
+    type: raw
+    default: 24h
+  version_schema:
+    description:
+      - Name of this migration's version schema, instead of C(<table schema>_<migration name>) (lower-cased, other
+        characters turned into C(_)). A lower-case plain identifier of at most 63 bytes.
+    type: str
+  publish_views:
+    description:
+      - Publish the version schema. Without it clients can only read the tables directly, and the plan's
+        C(client_impact) says what they will see.
+    type: bool
+    default: true
+  verify_reads:
+    description:
+      - "Read queries to run through the old and the new version schema before completing, each C({name, query,
+        key}). Both sides run in one C(REPEATABLE READ) snapshot; row counts and order-insensitive hashes of the
+        rows must agree, or the task fails before completion with both counts and a sample of differing rows
+        (their C(key) columns, default all)."
+      - The old side is the previous version schema of the same schema, or the tables themselves when there is
+        none. Results are recorded in C(keel.read_verifications).
+    type: list
+    elements: dict
+  verify_reads_mask:
+    description: Result columns of O(verify_reads) whose values are shown as C(***) in samples and errors.
+    type: list
+    elements: str
+    default: []
+  wait_for_old_readers:
+    description:
+      - Before finalizing drops the older version schemas, wait up to this long until no session visibly reads
+        them (holds a lock on their views, or declares C(keel:<version schema>) in its C(application_name));
+        when they remain, fail naming them and leave the migration completed.
+      - An idle pooled connection that declares nothing cannot be seen; see the client guide.
+    type: raw
   lock_timeout:
     description:
       - How long any statement may wait for a table lock before giving the lock queue back and retrying.
@@ -113,6 +169,8 @@ options:
     type: raw
     default: 10min
 notes:
+  - PostgreSQL 15 or later is needed for version schemas (the views are C(security_invoker), so row level
+    security on the tables applies to their callers).
   - Tables with a type change or a backfill need a primary key or a unique NOT NULL key.
   - A type change is refused (before any change) for primary-key, identity and view-referenced columns and for
     columns used by other constraints or by expression, partial or INCLUDE indexes.
@@ -156,6 +214,36 @@ EXAMPLES = r"""
   check_mode: true
   register: plan
 
+- name: Complete, verifying reads through both versions first, revertible for two hours
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+    operations:
+      - alter_column: {table: orders, column: amount, type: bigint}
+    state: completed
+    revert_window: 2h
+    verify_reads:
+      - name: revenue per customer
+        query: SELECT customer_id, sum(amount) FROM orders GROUP BY customer_id
+        key: [customer_id]
+
+- name: Something went wrong after completion; go back without losing a write
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+    operations:
+      - alter_column: {table: orders, column: amount, type: bigint}
+    state: reverted
+
+- name: Drop the old shape once the old application version is gone
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+    operations:
+      - alter_column: {table: orders, column: amount, type: bigint}
+    state: finalized
+    wait_for_old_readers: 5m
+
 - name: Undo a started migration
   keel.postgres.schema_change:
     db: shop
@@ -186,6 +274,29 @@ phases:
   type: list
   elements: str
   sample: [start, complete]
+version_schema:
+  description: The migration's version schema (null with O(publish_views=false)).
+  returned: always
+  type: str
+  sample: public_2026_11_orders_amount_bigint
+revertible_until:
+  description: Until when the completed migration can be reverted (ISO 8601); null when it is not completed.
+  returned: when phases ran
+  type: str
+read_verification:
+  description: Per O(verify_reads) query, C(ok), row counts, hashes and milliseconds of both sides, and samples.
+  returned: when O(verify_reads) ran
+  type: list
+  elements: dict
+old_versions:
+  description: On finalize, the older version schemas dropped (C(retired)) and who was waited for.
+  returned: when the finalize phase ran
+  type: dict
+auto_finalized:
+  description: Other migrations on the same tables or schema that this run finalized because their window ended.
+  returned: when phases ran
+  type: list
+  elements: str
 tables:
   description: Schema-qualified tables the migration touches.
   returned: always
@@ -224,7 +335,10 @@ plan:
       description: Planner estimate of the table's rows.
       type: int
     warning:
-      description: What clients or operators should know about the step, if anything.
+      description: What operators should know about the step, if anything.
+      type: str
+    client_impact:
+      description: What clients reading the tables directly (not through a version schema) see at this step.
       type: str
 sessions_holding_locks:
   description:
@@ -257,6 +371,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.module
     lock_policy_from,
     table_diff,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.read_verification import parse_verify_reads
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
 
 
@@ -264,7 +379,14 @@ def argument_spec():
     return dict(
         name=dict(type="str", required=True),
         operations=dict(type="list", elements="dict", required=True),
-        state=dict(type="str", choices=["started", "completed", "rolled_back"], default="started"),
+        state=dict(type="str", choices=["started", "completed", "finalized", "reverted", "rolled_back"],
+                   default="started"),
+        revert_window=dict(type="raw", default="24h"),
+        version_schema=dict(type="str"),
+        publish_views=dict(type="bool", default=True),
+        verify_reads=dict(type="list", elements="dict"),
+        verify_reads_mask=dict(type="list", elements="str", default=[]),
+        wait_for_old_readers=dict(type="raw"),
         lock_timeout=dict(type="raw", default="500ms"),
         lock_retries=dict(type="int", default=50),
         statement_timeout=dict(type="raw", default="30s"),
@@ -284,6 +406,7 @@ def request_from(params):
     if params["backfill_pause_ratio"] < 0:
         raise InvalidOption("backfill_pause_ratio", "must not be negative")
     lag = params["max_replication_lag"]
+    wait = params["wait_for_old_readers"]
     return MigrationRequest(
         name=name,
         operations=params["operations"],
@@ -295,6 +418,12 @@ def request_from(params):
             max_replication_lag=None if lag is None else parse_duration(lag, "max_replication_lag"),
             lag_wait_timeout=parse_duration(params["replication_lag_timeout"], "replication_lag_timeout"),
         ),
+        revert_window=parse_duration(params["revert_window"], "revert_window"),
+        version_schema=params["version_schema"],
+        publish_views=params["publish_views"],
+        verify_reads=parse_verify_reads(params["verify_reads"]) if params["verify_reads"] else None,
+        verify_reads_mask=tuple(params["verify_reads_mask"]),
+        wait_for_old_readers=None if wait is None else parse_duration(wait, "wait_for_old_readers"),
     )
 
 

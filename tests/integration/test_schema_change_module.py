@@ -80,7 +80,7 @@ def test_check_mode_returns_the_plan_and_changes_nothing(migrate, pg_cluster, pg
 
 
 def test_diff_shows_table_definition_before_and_after(migrate, orders):
-    result, changed = migrate("widen_amount", WIDEN, diff=True)
+    result, changed = migrate("widen_amount", WIDEN, state="finalized", diff=True)
     result.assert_ok()
     (table_diff,) = changed["diff"]
     assert table_diff["before_header"] == "public.orders"

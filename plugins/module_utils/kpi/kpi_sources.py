@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where kpi_check's evidence comes from: the migration catalog and the verification records.
 
-- Rollback durations: ``keel.migrations.rollback_seconds`` (written by
+- Rollback durations: ``keel.migrations.rollback_seconds`` and ``revert_seconds`` (written by
   schema_change when a rollback finishes, measured with a monotonic clock);
   a rollback ends by setting the phase to ``rolled_back``, which stamps
   ``updated_at``, so that is when it happened.
@@ -27,16 +27,22 @@ _KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
 
 def rollback_durations(conn: Any, window_seconds: float) -> List[Dict[str, Any]]:
-    """The rollbacks that finished within the last ``window_seconds`` (server clock), oldest first."""
+    """The rollbacks and reverts after completion that finished within the last ``window_seconds`` (server
+    clock), oldest first: both are the time from deciding to go back to being back."""
     if not conn.execute("SELECT to_regclass('keel.migrations') IS NOT NULL").fetchone()[0]:
         return []
+    has_reverts = conn.execute("SELECT count(*) > 0 FROM pg_attribute WHERE attrelid = 'keel.migrations'::regclass"
+                               " AND attname = 'revert_seconds' AND NOT attisdropped").fetchone()[0]
+    seconds = "CASE WHEN phase = 'reverted' THEN revert_seconds ELSE rollback_seconds END" if has_reverts \
+        else "rollback_seconds"
+    phases = "('rolled_back', 'reverted')" if has_reverts else "('rolled_back')"
     rows = conn.execute(
-        "SELECT name, rollback_seconds, updated_at FROM keel.migrations"
-        " WHERE phase = 'rolled_back' AND rollback_seconds IS NOT NULL"
+        "SELECT name, " + seconds + ", updated_at FROM keel.migrations"
+        " WHERE phase IN " + phases + " AND " + seconds + " IS NOT NULL"
         " AND updated_at >= now() - make_interval(secs => %s) ORDER BY updated_at, name",
         (float(window_seconds),),
     ).fetchall()
-    return [{"name": name, "rollback_seconds": float(seconds), "rolled_back_at": _iso(at)} for name, seconds, at in rows]
+    return [{"name": name, "rollback_seconds": float(value), "rolled_back_at": _iso(at)} for name, value, at in rows]
 
 
 RecordKeyOf = Callable[[str], Optional[bytes]]  # backup id -> its record MAC key, or None when it cannot be had

@@ -11,16 +11,21 @@ so the catalog never holds locks on application tables.
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any, Dict, List, NamedTuple, Optional
 
 CATALOG_SCHEMA = "keel"
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 
 # Phases a migration moves through; the *-ing ones mean a run was interrupted there.
 STARTING, STARTED, COMPLETING, COMPLETED, ROLLING_BACK, ROLLED_BACK = (
     "starting", "started", "completing", "completed", "rolling_back", "rolled_back")
-IN_FLIGHT = (STARTING, STARTED, COMPLETING, ROLLING_BACK)
+REVERTING, REVERTED, FINALIZING, FINALIZED = "reverting", "reverted", "finalizing", "finalized"
+# A completed migration still keeps its old shape (it can be reverted), so it holds its tables too.
+IN_FLIGHT = (STARTING, STARTED, COMPLETING, COMPLETED, REVERTING, FINALIZING, ROLLING_BACK)
+# Phases after which the migration left nothing behind: it may start again from scratch.
+UNDONE = (ROLLED_BACK, REVERTED)
 
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS keel;
@@ -53,6 +58,33 @@ CREATE TABLE IF NOT EXISTS keel.backfills (
 );
 """
 
+# Version 2: revert after completion, and the version schemas clients read through.
+_DDL_V2 = """
+ALTER TABLE keel.migrations
+    ADD COLUMN IF NOT EXISTS completed_at timestamptz,
+    ADD COLUMN IF NOT EXISTS finalized_at timestamptz,
+    ADD COLUMN IF NOT EXISTS revert_window_seconds float8,
+    ADD COLUMN IF NOT EXISTS revert_seconds float8,
+    ADD COLUMN IF NOT EXISTS version_schema text,
+    ADD COLUMN IF NOT EXISTS base_schema text;
+CREATE TABLE IF NOT EXISTS keel.version_schemas (
+    name text PRIMARY KEY,
+    migration text NOT NULL,
+    base_schema text NOT NULL,
+    state text NOT NULL,  -- published | dropped
+    shape jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    dropped_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS keel.read_verifications (
+    migration text NOT NULL,
+    query_name text NOT NULL,
+    ran_at timestamptz NOT NULL DEFAULT now(),
+    ok boolean NOT NULL,
+    outcome jsonb NOT NULL
+);
+"""
+
 # Serializes catalog creation and the in-flight check between concurrent runs.
 _CATALOG_LOCK_KEY = 0x6B65656C  # "keel"
 
@@ -68,39 +100,68 @@ class MigrationRecord(NamedTuple):
     last_error: Optional[str]
     created_at: Any
     updated_at: Any
+    completed_at: Any = None
+    finalized_at: Any = None
+    revert_window_seconds: Optional[float] = None
+    revert_seconds: Optional[float] = None
+    version_schema: Optional[str] = None
+    base_schema: Optional[str] = None
+
+    def revertible_until(self) -> Any:
+        """When an unfinalized completed migration gets finalized by the next run; None: only on request."""
+        if self.phase != COMPLETED or self.completed_at is None or self.revert_window_seconds is None:
+            return None
+        return self.completed_at + datetime.timedelta(seconds=self.revert_window_seconds)
+
+
+_RECORD_COLUMNS = ("name, operations, tables, phase, phase_seconds, rollback_seconds, operation_state, last_error,"
+                   " created_at, updated_at, completed_at, finalized_at, revert_window_seconds, revert_seconds,"
+                   " version_schema, base_schema")
 
 
 def catalog_exists(conn: Any) -> bool:
     return conn.execute("SELECT to_regclass('keel.migrations') IS NOT NULL").fetchone()[0]
 
 
+def catalog_version(conn: Any) -> int:
+    if not catalog_exists(conn):
+        return 0
+    return conn.execute("SELECT coalesce(max(version), 1) FROM keel.catalog_version").fetchone()[0]
+
+
 def ensure_catalog(conn: Any) -> None:
-    if catalog_exists(conn):
+    if catalog_version(conn) >= CATALOG_VERSION:
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CATALOG_LOCK_KEY,))
         conn.execute(_DDL)
-        if conn.execute("SELECT count(*) FROM keel.catalog_version").fetchone()[0] == 0:
-            conn.execute("INSERT INTO keel.catalog_version VALUES (%s)", (CATALOG_VERSION,))
+        if conn.execute("SELECT coalesce(max(version), 0) FROM keel.catalog_version").fetchone()[0] < 2:
+            conn.execute(_DDL_V2)
+            # Before version 2, completing dropped the old shape: those migrations are final.
+            conn.execute("UPDATE keel.migrations SET phase = %s, finalized_at = updated_at WHERE phase = %s",
+                         (FINALIZED, COMPLETED))
+        conn.execute("DELETE FROM keel.catalog_version")
+        conn.execute("INSERT INTO keel.catalog_version VALUES (%s)", (CATALOG_VERSION,))
 
 
 def load(conn: Any, name: str) -> Optional[MigrationRecord]:
     if not catalog_exists(conn):
         return None
-    row = conn.execute(
-        "SELECT name, operations, tables, phase, phase_seconds, rollback_seconds, operation_state, last_error,"
-        " created_at, updated_at FROM keel.migrations WHERE name = %s",
-        (name,),
-    ).fetchone()
+    if catalog_version(conn) < CATALOG_VERSION:
+        # Reading a version 1 catalog needs its new columns; the upgrade only adds columns and tables.
+        ensure_catalog(conn)
+    row = conn.execute("SELECT " + _RECORD_COLUMNS + " FROM keel.migrations WHERE name = %s", (name,)).fetchone()
     return None if row is None else MigrationRecord(*row)
 
 
 def list_migrations(conn: Any, name: Optional[str] = None) -> List[MigrationRecord]:
     if not catalog_exists(conn):
         return []
+    if catalog_version(conn) < CATALOG_VERSION:
+        ensure_catalog(conn)
     rows = conn.execute(
-        "SELECT name, operations, tables, phase, phase_seconds, rollback_seconds, operation_state, last_error,"
-        " created_at, updated_at FROM keel.migrations WHERE %s::text IS NULL OR name = %s ORDER BY created_at, name",
+        "SELECT " + _RECORD_COLUMNS + " FROM keel.migrations WHERE %s::text IS NULL OR name = %s"
+        " ORDER BY created_at, name",
         (name, name),
     ).fetchall()
     return [MigrationRecord(*row) for row in rows]
@@ -114,13 +175,16 @@ def in_flight_on_tables(conn: Any, tables: List[str], except_name: str) -> List[
     ]
 
 
-def create(conn: Any, name: str, operations: List[Dict[str, Any]], tables: List[str]) -> None:
+def create(conn: Any, name: str, operations: List[Dict[str, Any]], tables: List[str],
+           version_schema: Optional[str] = None, base_schema: Optional[str] = None) -> None:
     conn.execute(
-        "INSERT INTO keel.migrations (name, operations, tables, phase) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO keel.migrations (name, operations, tables, phase, version_schema, base_schema)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (name) DO UPDATE SET operations = EXCLUDED.operations, tables = EXCLUDED.tables,"
         " phase = EXCLUDED.phase, updated_at = now(), last_error = NULL, phase_seconds = '{}',"
-        " operation_state = '{}', rollback_seconds = NULL",
-        (name, json.dumps(operations), tables, STARTING),
+        " operation_state = '{}', rollback_seconds = NULL, revert_seconds = NULL, completed_at = NULL,"
+        " finalized_at = NULL, version_schema = EXCLUDED.version_schema, base_schema = EXCLUDED.base_schema",
+        (name, json.dumps(operations), tables, STARTING, version_schema, base_schema),
     )
     conn.execute("DELETE FROM keel.backfills WHERE migration = %s", (name,))
 
@@ -141,6 +205,34 @@ def add_phase_seconds(conn: Any, name: str, phase: str, seconds: float) -> None:
 
 def record_rollback_seconds(conn: Any, name: str, seconds: float) -> None:
     conn.execute("UPDATE keel.migrations SET rollback_seconds = %s WHERE name = %s", (seconds, name))
+
+
+def record_revert_seconds(conn: Any, name: str, seconds: float) -> None:
+    conn.execute("UPDATE keel.migrations SET revert_seconds = %s WHERE name = %s", (seconds, name))
+
+
+def record_completed(conn: Any, name: str, revert_window_seconds: Optional[float]) -> None:
+    conn.execute("UPDATE keel.migrations SET completed_at = now(), revert_window_seconds = %s WHERE name = %s",
+                 (revert_window_seconds, name))
+
+
+def record_finalized(conn: Any, name: str) -> None:
+    conn.execute("UPDATE keel.migrations SET finalized_at = now() WHERE name = %s", (name,))
+
+
+def expired_completions(conn: Any, tables: List[str], base_schemas: List[str]) -> List[MigrationRecord]:
+    """Completed migrations on these tables (or version schemas on these base schemas) past their revert window."""
+    return [
+        record for record in list_migrations(conn)
+        if record.phase == COMPLETED and record.revertible_until() is not None
+        and (set(record.tables) & set(tables) or (record.version_schema and record.base_schema in base_schemas))
+        and conn.execute("SELECT now() >= %s", (record.revertible_until(),)).fetchone()[0]
+    ]
+
+
+def record_read_verification(conn: Any, name: str, query_name: str, ok: bool, outcome: Dict[str, Any]) -> None:
+    conn.execute("INSERT INTO keel.read_verifications (migration, query_name, ok, outcome) VALUES (%s, %s, %s, %s)",
+                 (name, query_name, ok, json.dumps(outcome)))
 
 
 def record_error(conn: Any, name: str, message: str) -> None:

@@ -11,6 +11,7 @@ ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"  # blocks everything, even SELECT
 SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"  # blocks writes (ADD FOREIGN KEY, CREATE TRIGGER)
 SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"  # blocks other DDL only (VALIDATE, CONCURRENTLY)
 ROW_EXCLUSIVE = "ROW EXCLUSIVE"  # ordinary writes
+ACCESS_SHARE = "ACCESS SHARE"  # what a SELECT takes: conflicts only with ACCESS EXCLUSIVE
 NO_TABLE_LOCK = "none"
 
 
@@ -24,11 +25,14 @@ class PlanStep(NamedTuple):
     rewrites_table: bool
     rows_estimate: Optional[int]
     warning: Optional[str] = None
+    # What clients that read the tables directly (not through a version schema) will see.
+    client_impact: Optional[str] = None
 
     def as_dict(self) -> Dict[str, Any]:
         return self._asdict()
 
 
 def step(phase: str, operation: str, action: str, lock: str, *, held: str = "brief", scans: bool = False,
-         rewrites: bool = False, rows: Optional[int] = None, warning: Optional[str] = None) -> PlanStep:
-    return PlanStep(phase, operation, action, lock, held, scans, rewrites, rows, warning)
+         rewrites: bool = False, rows: Optional[int] = None, warning: Optional[str] = None,
+         client_impact: Optional[str] = None) -> PlanStep:
+    return PlanStep(phase, operation, action, lock, held, scans, rewrites, rows, warning, client_impact)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import version_schema as vs
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.old_readers import old_readers
 
 
 def migration_reports(conn: Any, name: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -27,6 +29,13 @@ def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
         "updated_at": record.updated_at.isoformat(),
         "phase_seconds": {phase: round(seconds, 3) for phase, seconds in record.phase_seconds.items()},
         "rollback_seconds": None if record.rollback_seconds is None else round(record.rollback_seconds, 3),
+        "revert_seconds": None if record.revert_seconds is None else round(record.revert_seconds, 3),
+        "completed_at": _iso(record.completed_at),
+        "revertible_until": _iso(record.revertible_until()),
+        "finalized_at": _iso(record.finalized_at),
+        "version_schema": record.version_schema,
+        "old_versions": _old_versions(conn, record),
+        "read_verification": _read_verifications(conn, record.name),
         "last_error": record.last_error,
         "progress": {
             "rows_backfilled": done,
@@ -37,3 +46,28 @@ def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
         },
         "backfills": backfills,
     }
+
+
+def _iso(value: Any) -> Optional[str]:
+    return None if value is None else value.isoformat()
+
+
+def _old_versions(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
+    """The versions older than this migration's that are still published, and who visibly reads them:
+    what finalizing would drop (``wait_for_old_readers`` waits on the same lists)."""
+    if not record.version_schema or record.phase in catalog.UNDONE or record.phase == catalog.FINALIZED:
+        return {"schemas": [], "readers": {"active": [], "declared": []}}
+    names = [v["name"] for v in vs.published_versions(conn, record.base_schema)]
+    older = names[:names.index(record.version_schema)] if record.version_schema in names else names
+    return {"schemas": older, "readers": old_readers(conn, older)}
+
+
+def _read_verifications(conn: Any, name: str) -> List[Dict[str, Any]]:
+    if conn.execute("SELECT to_regclass('keel.read_verifications') IS NULL").fetchone()[0]:
+        return []
+    rows = conn.execute(
+        "SELECT DISTINCT ON (query_name) query_name, ran_at, ok, outcome FROM keel.read_verifications"
+        " WHERE migration = %s ORDER BY query_name, ran_at DESC",
+        (name,),
+    ).fetchall()
+    return [{"query": r[0], "ran_at": r[1].isoformat(), "ok": r[2], "outcome": r[3]} for r in rows]

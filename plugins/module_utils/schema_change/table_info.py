@@ -8,6 +8,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import is_version_schema_sql
 
 
 class Column(NamedTuple):
@@ -178,7 +179,8 @@ def _dependent_views(conn: Any, oid: int) -> List[str]:
     rows = conn.execute(
         "SELECT DISTINCT v.oid::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
         " JOIN pg_class v ON v.oid = r.ev_class"
-        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s ORDER BY 1",
+        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s"
+        "   AND NOT " + is_version_schema_sql("v.relnamespace") + " ORDER BY 1",
         (oid, oid),
     ).fetchall()
     return [row[0] for row in rows]
@@ -189,7 +191,7 @@ def views_using_column(conn: Any, oid: int, attnum: int) -> List[str]:
         "SELECT DISTINCT v.oid::regclass::text FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
         " JOIN pg_class v ON v.oid = r.ev_class"
         " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND d.refobjsubid = %s AND v.oid <> %s"
-        " ORDER BY 1",
+        "   AND NOT " + is_version_schema_sql("v.relnamespace") + " ORDER BY 1",
         (oid, attnum, oid),
     ).fetchall()
     return [row[0] for row in rows]

@@ -138,11 +138,12 @@ def db(pg_cluster: Any, pg_db: str) -> Db:
 
 @pytest.fixture
 def migrate(pg_cluster: Any, pg_db: str) -> Callable[..., Dict[str, Any]]:
-    """``migrate(name, operations, state, check=False)``: one engine run on a new connection; the result dict."""
+    """``migrate(name, operations, state, check=False, **request_fields)``: one engine run on a new connection;
+    the result dict. ``request_fields`` set other MigrationRequest fields (``publish_views``, ``revert_window``)."""
 
     def run(name: str, operations: List[Dict[str, Any]], state: str, check: bool = False,
-            backfill: BackfillSettings = BACKFILL) -> Dict[str, Any]:
-        request = MigrationRequest(name, operations, state, POLICY, backfill)
+            backfill: BackfillSettings = BACKFILL, **request_fields: Any) -> Dict[str, Any]:
+        request = MigrationRequest(name, operations, state, POLICY, backfill)._replace(**request_fields)
         with pg_cluster.connect(pg_db) as conn:
             return MigrationRun(conn, request, RunMetrics()).run(check_mode=check)
 

@@ -80,8 +80,16 @@ def test_state_completed_runs_start_and_complete_in_one_go(tables: Db, migrate: 
     result = migrate("widen", WIDEN_BALANCE, "completed")
     assert (result["changed"], result["phases"], result["phase"], result["previous_phase"]) == (
         True, ["start", "complete"], "completed", None)
-    assert tables.columns("accounts")["balance"] == ("bigint", True, "0")
+    # Until finalize the default stays with the old column (the sync trigger converts it for inserts that omit
+    # the column): a default on the new one would make every old client's insert look like a new client's.
+    assert tables.columns("accounts")["balance"] == ("bigint", True, None)
     assert result["diff"]["before"]["public.accounts"] != result["diff"]["after"]["public.accounts"]
+    [inserted] = tables.rolled_back("INSERT INTO accounts (id, owner) VALUES (5000, 'defaulted') RETURNING balance")
+    assert inserted == (0,)
+
+    finalized = migrate("widen", WIDEN_BALANCE, "finalized")
+    assert (finalized["phases"], finalized["phase"]) == (["finalize"], "finalized")
+    assert tables.columns("accounts")["balance"] == ("bigint", True, "0")
 
 
 def test_rolling_back_a_migration_that_never_started_changes_nothing(tables: Db, migrate: Migrate,
@@ -125,7 +133,7 @@ def test_check_mode_changes_nothing_and_plans_every_step_with_its_lock(tables: D
     assert plan
     for step in plan:
         assert step["phase"] in ("start", "complete")
-        assert step["lock"] in KNOWN_LOCKS | {"depends on the statement"}, step
+        assert step["lock"] in KNOWN_LOCKS | {"depends on the statement", "ACCESS SHARE"}, step
         assert step["lock_held"] in ("brief", "batches", "scan", "rewrite"), step
 
     def steps(operation: str, phase: str) -> List[Dict[str, Any]]:
@@ -150,15 +158,25 @@ def test_check_mode_plans_a_rollback_without_running_it(tables: Db, migrate: Mig
     result = migrate("widen", WIDEN_BALANCE, "rolled_back", check=True)
     snapshot.assert_unchanged()
     assert (result["changed"], result["phases"], result["phase"]) == (True, ["rollback"], "started")
-    assert [(s["phase"], s["lock"]) for s in result["plan"]] == [("rollback", "ACCESS EXCLUSIVE")]
+    assert [(s["phase"], s["operation"], s["lock"]) for s in result["plan"]] == [
+        ("rollback", "version schema", "ACCESS EXCLUSIVE"), ("rollback", "alter_column accounts.balance", "ACCESS EXCLUSIVE")]
 
 
-def test_a_completed_migration_cannot_be_rolled_back(tables: Db, migrate: Migrate, schema_dump: Dump) -> None:
+def test_a_completed_migration_is_reverted_not_rolled_back(tables: Db, migrate: Migrate, schema_dump: Dump) -> None:
     migrate("widen", WIDEN_BALANCE, "started")
     migrate("widen", WIDEN_BALANCE, "completed")
     snapshot = Snapshot(tables, schema_dump)
-    with pytest.raises(MigrationBusy, match=r"completed.*cannot be rolled back.*write a new migration"):
+    with pytest.raises(MigrationBusy, match=r"completed; undo it with state: reverted"):
         migrate("widen", WIDEN_BALANCE, "rolled_back")
+    snapshot.assert_unchanged()
+
+
+def test_a_finalized_migration_cannot_be_undone(tables: Db, migrate: Migrate, schema_dump: Dump) -> None:
+    migrate("widen", WIDEN_BALANCE, "finalized")
+    snapshot = Snapshot(tables, schema_dump)
+    for state in ("rolled_back", "reverted"):
+        with pytest.raises(MigrationBusy, match=r"finalized: its old shape is gone.*write a new migration"):
+            migrate("widen", WIDEN_BALANCE, state)
     snapshot.assert_unchanged()
 
 
@@ -192,11 +210,25 @@ def test_a_table_in_an_unfinished_migration_is_refused_to_another(tables: Db, mi
             migrate("second", second, "started", check=check)
     snapshot.assert_unchanged()
 
-    # Other tables are free, and once the first migration completes the table is too.
-    migrate("elsewhere", WIDEN_BALANCE, "started")
+    # Other tables are free to migrations without a version schema (a version schema covers the whole schema:
+    # see the next test); once the first migration is finalized, the table is free too.
+    migrate("elsewhere", WIDEN_BALANCE, "started", publish_views=False)
     migrate("first", ADD_NOTE, "completed")
+    with pytest.raises(MigrationBusy, match=r"public\.items are in migration first \(phase completed\); finalize, revert"):
+        migrate("second", second, "started")
+    migrate("first", ADD_NOTE, "finalized")
     result = migrate("second", second, "completed")
     assert result["phase"] == "completed"
+
+
+def test_version_schemas_of_one_schema_form_a_line(tables: Db, migrate: Migrate) -> None:
+    migrate("first", ADD_NOTE, "completed")
+    second = [{"create_index": {"table": "accounts", "name": "accounts_owner_idx", "columns": ["owner"]}}]
+    with pytest.raises(MigrationBusy, match=r"migration first \(completed\) publishes version schemas of schema "
+                                            r"public and is not finished; finalize it .*revert window ends at"):
+        migrate("second", second, "started")
+    migrate("first", ADD_NOTE, "finalized")
+    assert migrate("second", second, "started")["version_schema"] == "public_second"
 
 
 def test_a_table_another_run_is_migrating_right_now_is_refused(tables: Db, migrate: Migrate, pg_cluster: Any,

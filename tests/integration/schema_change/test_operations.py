@@ -592,9 +592,33 @@ def test_start_then_complete(case: Case, db: Db, migrate: Callable[..., Dict[str
 
     completed = migrate(case.id, case.operations, "completed")
     assert (completed["changed"], completed["phases"], completed["phase"]) == (True, ["complete"], "completed")
+    assert completed["revertible_until"] is not None
+
+    finalized = migrate(case.id, case.operations, "finalized")
+    assert (finalized["changed"], finalized["phases"], finalized["phase"]) == (True, ["finalize"], "finalized")
     case.after_complete(db)
     _assert_no_leftovers(db)
-    assert db.migration_rows() == [(case.id, "completed", None, None)]
+    assert db.migration_rows() == [(case.id, "finalized", None, None)]
+    assert migrate(case.id, case.operations, "finalized")["changed"] is False
+
+
+@pytest.mark.parametrize("case", _complete_params())
+def test_complete_then_revert_restores_the_old_schema(
+        case: Case, db: Db, migrate: Callable[..., Dict[str, Any]], schema_dump: Callable[[], str]) -> None:
+    _prepare(db, case)
+    schema_before = schema_dump()
+
+    migrate(case.id, case.operations, "started")
+    if case.old_app is not None:
+        # The old application writes the tables directly: before completion, as a real one would.
+        case.old_app(db)
+    migrate(case.id, case.operations, "completed")
+    reverted = migrate(case.id, case.operations, "reverted")
+
+    assert (reverted["changed"], reverted["phases"], reverted["phase"]) == (True, ["revert"], "reverted")
+    assert schema_dump() == schema_before
+    _assert_no_leftovers(db)
+    assert migrate(case.id, case.operations, "reverted")["changed"] is False
 
 
 @pytest.mark.parametrize("case", _rollback_params())

@@ -72,3 +72,7 @@ class AddCheck(Operation):
         info = ctx.maybe_table(self.table)
         if info is not None:
             drop_constraint(ctx, info, self.name)
+
+    def revert(self, ctx: MigrationContext) -> None:
+        """Completion only switched over: undoing it is undoing start."""
+        self.rollback(ctx)

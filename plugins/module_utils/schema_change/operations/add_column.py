@@ -143,7 +143,11 @@ class AddColumn(Operation):
         if phase == "start":
             steps = [p.step("start", name, "ADD COLUMN {0} {1}{2}".format(
                 self.column, self.type, " DEFAULT {0}".format(self.default) if self.default else ""),
-                p.ACCESS_EXCLUSIVE, warning=self._volatile_warning(ctx))]
+                p.ACCESS_EXCLUSIVE, warning=self._volatile_warning(ctx),
+                client_impact="sessions with a prepared SELECT * on {0} directly fail once with 0A000 'cached plan "
+                              "must not change result type' (in autocommit psycopg 3 keeps failing until DEALLOCATE "
+                              "ALL or a reconnect); explicit column lists and version schemas are unaffected".format(
+                                  self.table))]
             if self.up is not None or self._volatile_warning(ctx):
                 steps.append(p.step("start", name, "trigger fills {0} for rows the application writes".format(
                     self.column), p.SHARE_ROW_EXCLUSIVE))
@@ -164,7 +168,9 @@ class AddColumn(Operation):
                 return []
             return [p.step("complete", name, "SET NOT NULL using the validated check (no scan); drop helpers",
                            p.ACCESS_EXCLUSIVE)]
-        return [p.step("rollback", name, "DROP COLUMN {0} (metadata only)".format(self.column), p.ACCESS_EXCLUSIVE)]
+        if phase in ("rollback", "revert"):
+            return [p.step(phase, name, "DROP COLUMN {0} (metadata only)".format(self.column), p.ACCESS_EXCLUSIVE)]
+        return []
 
     def _volatile_warning(self, ctx: MigrationContext) -> Optional[str]:
         if self.default is not None and not self._default_is_fast(ctx):
@@ -229,8 +235,9 @@ class AddColumn(Operation):
             add_validated_constraint(ctx, info, self._fk_name(), definition, [target.qualified])
 
     def complete(self, ctx: MigrationContext) -> None:
+        # The fill trigger stays until finalize: clients of the old version still insert without the column.
         info = ctx.table(self.table)
-        statements = drop_fill_trigger_statements(info, self._trigger(ctx))
+        statements: List[Any] = []
         if self.not_null and not info.columns[self.column].not_null:
             statements.append(sql.SQL("ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL").format(
                 table=table_identifier(info), column=sql.Identifier(self.column)))
@@ -249,3 +256,15 @@ class AddColumn(Operation):
         ctx.guarded("roll back {0}".format(self.describe()), [info.qualified],
                     lambda conn: [conn.execute(s) for s in statements])
         drop_constraint(ctx, info, self._not_null_check(ctx))
+
+    def revert(self, ctx: MigrationContext) -> None:
+        """Completion only switched over: undoing it is undoing start."""
+        self.rollback(ctx)
+
+    def finalize(self, ctx: MigrationContext) -> None:
+        info = ctx.maybe_table(self.table)
+        if info is None:
+            return
+        statements = drop_fill_trigger_statements(info, self._trigger(ctx))
+        ctx.guarded("finalize {0}".format(self.describe()), [info.qualified],
+                    lambda conn: [conn.execute(s) for s in statements])

@@ -22,6 +22,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identi
     parse_table_name,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.plan import PlanStep
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import ViewShape
+
 
 class NotRevertible(KeelError):
     kind = "not_revertible"
@@ -116,11 +118,21 @@ class Operation:
     def rollback(self, ctx: MigrationContext) -> None:
         """Undo start. Default: start changed nothing."""
 
+    def shape_views(self, ctx: MigrationContext, shapes: List[ViewShape]) -> List[ViewShape]:
+        """How this migration's version schema shows the tables: each view's name and columns.
+
+        Given the shapes as the tables are now (after ``start``); default: unchanged.
+        """
+        return shapes
+
     def check_revertible(self, ctx: MigrationContext) -> None:
         """Before ``complete``: refuse (raise, naming the field) when a revert could not keep every write.
 
         Default: nothing could be lost.
         """
+
+    def revertible(self) -> bool:
+        return type(self).revert is not Operation.revert
 
     def revert(self, ctx: MigrationContext) -> None:
         """Undo ``complete`` while the old shape is still kept: back to the old shape, every write since kept."""
@@ -128,6 +140,18 @@ class Operation:
 
     def finalize(self, ctx: MigrationContext) -> None:
         """Drop what ``complete`` kept so the migration could be reverted. Default: nothing was kept."""
+
+    # -- shaping views, for operations on one table ----------------------------------------
+
+    def _is_my_table(self, ctx: MigrationContext, shape: ViewShape, table: TableName) -> bool:
+        info = ctx.maybe_table(table)
+        return info is not None and (shape.table_schema, shape.table) == (info.schema, info.name)
+
+    def _map_columns(self, ctx: MigrationContext, shapes: List[ViewShape], table: TableName,
+                     change: Any) -> List[ViewShape]:
+        """Apply ``change(columns) -> columns`` to the view of ``table``."""
+        return [shape._replace(columns=change(list(shape.columns))) if self._is_my_table(ctx, shape, table) else shape
+                for shape in shapes]
 
     @property
     def state_key(self) -> str:

@@ -71,6 +71,10 @@ class CreateTable(Operation):
             return [p.step("start", self.describe(), "CREATE TABLE", p.NO_TABLE_LOCK)]
         if phase == "rollback":
             return [p.step("rollback", self.describe(), "DROP TABLE", p.ACCESS_EXCLUSIVE)]
+        if phase == "revert":
+            return [p.step("revert", self.describe(), "DROP TABLE", p.ACCESS_EXCLUSIVE,
+                           warning="rows written to {0} since completion go with it: the old shape has no such "
+                                   "table".format(self.table))]
         return []
 
     def _column_sql(self, column: Dict[str, Any]) -> Any:
@@ -99,3 +103,7 @@ class CreateTable(Operation):
             return
         statement = sql.SQL("DROP TABLE IF EXISTS {0}").format(sql.Identifier(info.schema, info.name))
         ctx.guarded("drop table {0}".format(info.qualified), [info.qualified], lambda conn: conn.execute(statement))
+
+    def revert(self, ctx: MigrationContext) -> None:
+        """Completion only switched over: undoing it is undoing start."""
+        self.rollback(ctx)

@@ -11,6 +11,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change import
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import ViewShape
 
 try:
     from psycopg import sql
@@ -47,12 +48,19 @@ class DropTable(Operation):
                 info.qualified, ", ".join("{0} on {1}".format(*row) for row in referencing)))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
-        if phase == "complete":
-            return [p.step("complete", self.describe(), "DROP TABLE", p.ACCESS_EXCLUSIVE,
-                           warning="clients still using {0} fail from here on".format(self.table))]
+        if phase == "finalize":
+            return [p.step("finalize", self.describe(), "DROP TABLE (after the older version schemas are gone)",
+                           p.ACCESS_EXCLUSIVE,
+                           client_impact="clients still using {0} directly fail from here on".format(self.table))]
         return []
 
-    def complete(self, ctx: MigrationContext) -> None:
+    def shape_views(self, ctx: MigrationContext, shapes: List[ViewShape]) -> List[ViewShape]:
+        return [shape for shape in shapes if not self._is_my_table(ctx, shape, self.table)]
+
+    def revert(self, ctx: MigrationContext) -> None:
+        """Completion dropped nothing: the table is still there, and was written by old clients all along."""
+
+    def finalize(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)
         if info is None:
             return

@@ -88,6 +88,12 @@ class RawSql(Operation):
         self._run(ctx, self.up, "run up of")
         ctx.save_state(self.state_key, {"up_done": True})
 
+    def revertible(self) -> bool:
+        return self.down is not None
+
+    def revert(self, ctx: MigrationContext) -> None:
+        self.rollback(ctx)
+
     def rollback(self, ctx: MigrationContext) -> None:
         state = ctx.load_state(self.state_key)
         if state.get("up_done") and self.down:

@@ -15,6 +15,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_
     require_column,
     table_identifier,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import ViewShape
 
 try:
     from psycopg import sql
@@ -59,11 +60,24 @@ class RenameColumn(Operation):
                                     ", ".join(naming), info.qualified, self.old))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
-        if phase == "complete":
-            return [p.step("complete", self.describe(), "RENAME COLUMN (metadata only)", p.ACCESS_EXCLUSIVE,
-                           warning="clients using the old name {0} fail from here on; views keep working".format(
-                               self.old))]
+        if phase in ("complete", "revert"):
+            before, after = (self.old, self.new) if phase == "complete" else (self.new, self.old)
+            return [p.step(phase, self.describe(), "RENAME COLUMN {0} TO {1} (metadata only)".format(before, after),
+                           p.ACCESS_EXCLUSIVE, client_impact="clients reading the table directly by the name {0} "
+                           "fail with 42703 from here on; views and version schemas keep working".format(before))]
         return []
+
+    def shape_views(self, ctx: MigrationContext, shapes: List[ViewShape]) -> List[ViewShape]:
+        return self._map_columns(ctx, shapes, self.table, lambda columns: [
+            c._replace(name=self.new) if c.name == self.old else c for c in columns])
+
+    def revert(self, ctx: MigrationContext) -> None:
+        info = ctx.table(self.table)
+        if self.new not in info.columns:
+            return
+        statement = sql.SQL("ALTER TABLE {0} RENAME COLUMN {1} TO {2}").format(
+            table_identifier(info), sql.Identifier(self.new), sql.Identifier(self.old))
+        ctx.guarded("rename column {0} back".format(self.new), [info.qualified], lambda conn: conn.execute(statement))
 
     def complete(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table)

@@ -11,6 +11,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change import
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, check_identifier
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import ViewShape
 
 try:
     from psycopg import sql
@@ -44,10 +45,25 @@ class RenameTable(Operation):
             raise InvalidOption(self.sub("to"), "table {0}.{1} already exists".format(info.schema, self.new_name))
 
     def plan(self, ctx: MigrationContext, phase: str) -> List[p.PlanStep]:
-        if phase == "complete":
-            return [p.step("complete", self.describe(), "RENAME TO (metadata only)", p.ACCESS_EXCLUSIVE,
-                           warning="clients using the old name fail from here on")]
+        if phase in ("complete", "revert"):
+            return [p.step(phase, self.describe(), "RENAME TO (metadata only)", p.ACCESS_EXCLUSIVE,
+                           client_impact="clients naming the table {0} directly fail with 42P01 from here on; "
+                                         "version schemas keep working".format(
+                                             self.table if phase == "complete" else self.new_name))]
         return []
+
+    def shape_views(self, ctx: MigrationContext, shapes: List[ViewShape]) -> List[ViewShape]:
+        return [shape._replace(name=self.new_name) if self._is_my_table(ctx, shape, self.table) else shape
+                for shape in shapes]
+
+    def revert(self, ctx: MigrationContext) -> None:
+        info = ctx.maybe_table(self._renamed())
+        if info is None:
+            return
+        statement = sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(
+            sql.Identifier(info.schema, info.name), sql.Identifier(self.table.name))
+        ctx.guarded("rename table {0} back".format(info.qualified), [info.qualified],
+                    lambda conn: conn.execute(statement))
 
     def complete(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)

@@ -29,6 +29,16 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operat
         (catalog.ROLLING_BACK, "rolled_back", ["rollback"]),
         (catalog.ROLLED_BACK, "rolled_back", []),
         (catalog.ROLLED_BACK, "started", ["start"]),
+        (None, "finalized", ["start", "complete", "finalize"]),
+        (catalog.STARTED, "finalized", ["complete", "finalize"]),
+        (catalog.COMPLETED, "finalized", ["finalize"]),
+        (catalog.FINALIZING, "finalized", ["finalize"]),
+        (catalog.FINALIZED, "finalized", []),
+        (catalog.FINALIZED, "completed", []),
+        (catalog.COMPLETED, "reverted", ["revert"]),
+        (catalog.REVERTING, "reverted", ["revert"]),
+        (catalog.REVERTED, "reverted", []),
+        (catalog.REVERTED, "completed", ["start", "complete"]),
     ],
 )
 def test_phases_from_recorded_to_desired(recorded, desired, phases):
@@ -38,7 +48,12 @@ def test_phases_from_recorded_to_desired(recorded, desired, phases):
 @pytest.mark.parametrize(
     ("recorded", "desired", "text"),
     [
-        (catalog.COMPLETED, "rolled_back", "cannot be rolled back"),
+        (catalog.COMPLETED, "rolled_back", "undo it with state: reverted"),
+        (catalog.FINALIZED, "rolled_back", "cannot be rolled back"),
+        (catalog.FINALIZED, "reverted", "cannot be reverted"),
+        (catalog.REVERTING, "completed", "finish it with state: reverted"),
+        (catalog.FINALIZING, "reverted", "finish it with state: finalized"),
+        (catalog.COMPLETING, "reverted", "finish it with state: completed"),
         (catalog.COMPLETING, "rolled_back", "finish it with state: completed"),
         (catalog.ROLLING_BACK, "completed", "finish it with state: rolled_back"),
         (catalog.ROLLING_BACK, "started", "finish it with state: rolled_back"),
@@ -47,6 +62,12 @@ def test_phases_from_recorded_to_desired(recorded, desired, phases):
 def test_impossible_transitions_say_what_to_do(recorded, desired, text):
     with pytest.raises(MigrationBusy, match=text):
         phases_to_run(recorded, desired)
+
+
+@pytest.mark.parametrize("recorded", [None, catalog.STARTED, catalog.ROLLED_BACK])
+def test_reverted_needs_a_completed_migration(recorded):
+    with pytest.raises(InvalidOption, match=r"^state: reverted applies to a completed migration"):
+        phases_to_run(recorded, "reverted")
 
 
 def test_two_operations_on_one_column_conflict():
