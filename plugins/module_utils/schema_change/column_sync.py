@@ -21,7 +21,7 @@ expressions still see the column under its own name through a projection.
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.expressions import DOLLAR_TAG
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import TableInfo
@@ -50,16 +50,40 @@ def _row_as(info: TableInfo, names: SyncColumns, physical: str) -> Any:
     return sql.SQL("(SELECT {0}) AS src").format(sql.SQL(", ").join(items))
 
 
-def sync_function_statement(info: TableInfo, function: str, names: SyncColumns, up: str, down: str) -> Any:
+class Guard:
+    """A revert guard: CHECK ``expression`` (over the new physical column) named ``constraint``."""
+
+    def __init__(self, constraint: str, expression: str) -> None:
+        self.constraint = constraint
+        self.expression = expression
+
+
+def _guard_check(info: TableInfo, guard: Optional[Guard]) -> Any:
+    """BEFORE triggers run before CHECK constraints: without this, a value the old type cannot hold would fail in
+    the down conversion with a bare 'out of range' instead of naming the guard."""
+    if guard is None:
+        return sql.SQL("")
+    return sql.SQL(
+        "IF NOT ({check}) THEN RAISE EXCEPTION USING ERRCODE = 'check_violation', CONSTRAINT = {name}, "
+        "TABLE = {table}, MESSAGE = {message}; END IF; ").format(
+        check=sql.SQL(guard.expression), name=sql.Literal(guard.constraint), table=sql.Literal(info.name),
+        message=sql.Literal('new row for relation "{0}" violates check constraint "{1}": the value cannot be '
+                            'reverted to the old type while the migration is revertible'.format(
+                                info.name, guard.constraint)))
+
+
+def sync_function_statement(info: TableInfo, function: str, names: SyncColumns, up: str, down: str,
+                            guard: Optional[Guard] = None) -> Any:
     """``CREATE OR REPLACE FUNCTION`` of the trigger body for the current physical names."""
     old_row, new_row = _row_as(info, names, names.old), _row_as(info, names, names.new)
     fill_new = sql.SQL("SELECT ({up}) INTO NEW.{new} FROM {old_row};").format(
         up=sql.SQL(up), new=sql.Identifier(names.new), old_row=old_row)
     from_new = sql.SQL(
         "SELECT ({up}) INTO expected FROM {old_row}; "
-        "IF NEW.{new} IS DISTINCT FROM expected THEN SELECT ({down}) INTO NEW.{old} FROM {new_row}; END IF;").format(
+        "IF NEW.{new} IS DISTINCT FROM expected THEN {guard}SELECT ({down}) INTO NEW.{old} FROM {new_row}; "
+        "END IF;").format(
         up=sql.SQL(up), down=sql.SQL(down), new=sql.Identifier(names.new), old=sql.Identifier(names.old),
-        old_row=old_row, new_row=new_row)
+        old_row=old_row, new_row=new_row, guard=_guard_check(info, guard))
     body = sql.SQL(
         "DECLARE expected {type}; BEGIN "
         "IF TG_OP = 'INSERT' THEN "
@@ -73,14 +97,14 @@ def sync_function_statement(info: TableInfo, function: str, names: SyncColumns, 
 
 
 def sync_trigger_statements(info: TableInfo, name: str, names: SyncColumns, up: str, down: str,
-                            update_of: List[str]) -> List[Any]:
+                            update_of: List[str], guard: Optional[Guard] = None) -> List[Any]:
     """Function, then the trigger; ``update_of`` empty means every UPDATE fires it (``up`` reads other columns)."""
     events = sql.SQL("INSERT OR UPDATE")
     if update_of:
         events = sql.SQL("INSERT OR UPDATE OF {0}").format(sql.SQL(", ").join(sql.Identifier(c) for c in update_of))
     table = sql.Identifier(info.schema, info.name)
     return [
-        sync_function_statement(info, name, names, up, down),
+        sync_function_statement(info, name, names, up, down, guard),
         sql.SQL("DROP TRIGGER IF EXISTS {0} ON {1}").format(sql.Identifier(name), table),
         sql.SQL("CREATE TRIGGER {name} BEFORE {events} ON {table} FOR EACH ROW EXECUTE FUNCTION keel.{name}()").format(
             name=sql.Identifier(name), events=events, table=table),

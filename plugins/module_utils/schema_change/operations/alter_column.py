@@ -19,6 +19,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.errors import Invali
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill import backfill_key, run_backfill
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.column_sync import (
+    Guard,
     SyncColumns,
     sync_trigger_statements,
 )
@@ -133,7 +134,16 @@ class AlterColumn(Operation):
         # (the most common kind) skip the trigger.
         update_of = [] if self.using is not None else [names.old, names.new]
         return sync_trigger_statements(info, self._trigger(ctx), names, self._up(), self._down(self._old_type(ctx)),
-                                       update_of)
+                                       update_of, self._guard_for(ctx, names.new))
+
+    def _guard_expression(self, ctx: MigrationContext, column_sql: str) -> Optional[str]:
+        """The revert guard over ``column_sql`` (the new column, or ``NEW.<column>`` in the trigger), if any."""
+        guard = reverse_guard(self._old_type(ctx), self.type) if ctx.revert_window != 0 else None
+        return None if guard is None else guard.format(column=column_sql)
+
+    def _guard_for(self, ctx: MigrationContext, physical: str) -> Optional[Guard]:
+        check = self._guard_expression(ctx, "NEW." + sql.Identifier(physical).as_string(ctx.conn))
+        return None if check is None else Guard(self._guard(ctx), check)
 
     def _conversion(self) -> str:
         if self.using is not None:
@@ -308,10 +318,9 @@ class AlterColumn(Operation):
             add_validated_constraint(ctx, info, self._not_null_check(ctx), sql.SQL("CHECK ({0} IS NOT NULL)").format(
                 sql.Identifier(new)), [], meaning="NOT NULL on column {0} (rows whose conversion is NULL)".format(
                     self.column))
-        guard = reverse_guard(self._old_type(ctx), self.type)
-        if guard is not None and ctx.revert_window != 0:
-            add_validated_constraint(ctx, info, self._guard(ctx), sql.SQL("CHECK ({0})").format(
-                sql.SQL(guard.format(column=sql.Identifier(new).as_string(ctx.conn)))), [],
+        guard = self._guard_expression(ctx, sql.Identifier(new).as_string(ctx.conn))
+        if guard is not None:
+            add_validated_constraint(ctx, info, self._guard(ctx), sql.SQL("CHECK ({0})").format(sql.SQL(guard)), [],
                 meaning="values of {0} that {1} cannot hold (the migration must stay revertible)".format(
                     self.column, self._old_type(ctx)))
 
