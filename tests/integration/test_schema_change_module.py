@@ -117,6 +117,11 @@ def test_migration_info_on_a_database_without_catalog_is_empty(migration_info):
          "operations[0].alter_column.column"),
         (WIDEN, {"lock_timeout": "forever"}, "lock_timeout"),
         (WIDEN, {"lock_timeout": "5min"}, "lock_timeout"),
+        (WIDEN, {"revert_window": "soon"}, "revert_window"),
+        (WIDEN, {"version_schema": "Public-V2"}, "version_schema"),
+        (WIDEN, {"verify_reads": [{"name": "x", "query": "DELETE FROM orders"}]}, "verify_reads[0].query"),
+        ([{"alter_column": {"table": "orders", "column": "amount", "type": "bigint", "down": "amount::nonsense"}}],
+         {}, "operations[0].alter_column.down"),
     ],
 )
 def test_bad_input_fails_naming_the_field_before_any_change(migrate, pg_cluster, pg_db, orders, operations, options,
@@ -147,3 +152,41 @@ def test_check_mode_lists_sessions_that_would_block_the_first_strong_lock(migrat
     holders = plan["sessions_holding_locks"]
     assert [(h["application_name"], h["mode"], h["table"]) for h in holders] == [
         ("report-job", "AccessShareLock", "public.orders")]
+
+
+READS = [{"name": "amounts", "query": "SELECT id, amount FROM orders", "key": ["id"]}]
+
+
+def test_through_ansible_verified_completion_then_revert_then_complete_again(migrate, migration_info, pg_cluster,
+                                                                               pg_db, orders):
+    planned, plan = migrate("widen_amount", WIDEN, state="completed", check=True)
+    planned.assert_ok()
+    impacts = {(step["phase"], step["operation"]): step["client_impact"] for step in plan["plan"]}
+    assert "cached plan must not change result type" in impacts[("complete", "alter_column orders.amount")]
+    assert impacts[("start", "version schema")] is None
+
+    result, completed = migrate("widen_amount", WIDEN, state="completed", verify_reads=READS, revert_window="2h")
+    result.assert_ok()
+    assert completed["phase"] == "completed" and completed["version_schema"] == "public_widen_amount"
+    assert [entry["ok"] for entry in completed["read_verification"]] == [True]
+    assert column_type(pg_cluster, pg_db, "amount") == "bigint"
+    # A client of the new version sees bigint; the table keeps its old column until finalize.
+    assert pg_cluster.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                              " 'public_widen_amount.orders'::regclass AND attname = 'amount'", dbname=pg_db) == [
+        ("bigint",)]
+
+    result, reverted = migrate("widen_amount", WIDEN, state="reverted")
+    result.assert_ok()
+    assert (reverted["changed"], reverted["phase"]) == (True, "reverted")
+    assert column_type(pg_cluster, pg_db, "amount") == "integer"
+    (info,) = migration_info(name="widen_amount")
+    assert info["phase"] == "reverted" and info["revert_seconds"] > 0 and info["version_schema"] is not None
+    assert info["read_verification"][0]["ok"] is True
+    again, repeated = migrate("widen_amount", WIDEN, state="reverted")
+    again.assert_ok()
+    assert repeated["changed"] is False
+
+    result, finalized = migrate("widen_amount", WIDEN, state="finalized")
+    result.assert_ok()
+    assert finalized["phases"] == ["start", "complete", "finalize"]
+    assert column_type(pg_cluster, pg_db, "amount") == "bigint"
