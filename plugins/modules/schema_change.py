@@ -70,6 +70,19 @@ options:
         sync by a trigger, a batched copy, indexes built concurrently, and a swap by rename at completion. Tables read
         by views, referenced by or holding foreign keys, with user triggers, inheritance or row level security are
         refused."
+      - "V(partition_table) C({table, key, strategy, method, interval, premake, values}) converts a live table into a
+        partitioned one. C(strategy=range) (default) partitions by a time or integer C(key) every C(interval) (V(1 month),
+        V(1 day), or an integer); C(strategy=list) by a tenant-like C(key), one partition per entry of C(values).
+        C(method=attach) (default for range) keeps every row where it is: the table becomes the first partition, its
+        bound added as a validated CHECK so that ATTACH does not scan, and at completion one short transaction attaches
+        it, swaps the names and repoints the version views; C(premake) later partitions (default 4) follow. The first
+        partition's bound lies beyond now plus O(revert_window), so a revert is a metadata-only DETACH.
+        C(method=copy) (default for list) copies the rows into a new partitioned table (sync trigger, batched
+        resumable copy, counts verified before the swap and again before the old table is dropped at finalize).
+        Refused before any change: tables already partitioned or partitions, inheritance, incoming foreign keys,
+        exclusion constraints, user triggers, row level security, views, unique indexes without the key, NULL keys,
+        and list values that do not cover the rows. Partition upkeep afterwards is
+        M(keel.postgres.partition_maintenance)."
       - "Partitioned tables: V(add_column), V(add_check) and V(create_index) (built on each partition concurrently,
         then attached) work; foreign keys, type changes and rewrites of the partitioned table are refused."
       - "V(raw_sql) C({up, down, tables}) runs your own statements under the lock guard; the plan flags statements

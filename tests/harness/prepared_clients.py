@@ -95,7 +95,7 @@ class PreparedClient:
     def assert_prepared(self) -> None:
         rows = self._conn.execute("SELECT name, statement FROM pg_prepared_statements", prepare=False).fetchall()
         wanted = server_text(self.spec.statement)
-        assert any(statement == wanted for _, statement in rows), \
+        assert any(statement == wanted for _name, statement in rows), \
             "{0}: {1!r} is not prepared in its session; pg_prepared_statements has {2!r}".format(
                 self.spec.key, wanted, rows)
 
@@ -185,7 +185,7 @@ class ClientFleet:
             for phase, probes in client.log.items():
                 failed = [probe.sqlstate for probe in probes if probe.sqlstate is not None]
                 if failed:
-                    summary[client.spec.key + (phase,)] = failed
+                    summary[(*client.spec.key, phase)] = failed
         return summary
 
     def report(self) -> str:

@@ -112,8 +112,8 @@ def test_errors_name_the_field_before_anything_changes(run_playbook, connection,
         "bad_name": ({"table": "a;b"}, "table", "plain identifier"),
     }
     result = run_playbook(playbook([(name, "partition_maintenance") for name in cases]),
-                          extra_vars={name: {**connection, **args} for name, (args, _, _) in cases.items()})
-    for name, (_, field, words) in cases.items():
+                          extra_vars={name: {**connection, **args} for name, (args, _field, _words) in cases.items()})
+    for name, (_args, field, words) in cases.items():
         record = result.task(name)
         task = record["result"]
         assert record["status"] == "failed" and task.get("field") == field and words in task["msg"], (name, task)

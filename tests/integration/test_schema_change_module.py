@@ -157,8 +157,8 @@ def test_check_mode_lists_sessions_that_would_block_the_first_strong_lock(migrat
 READS = [{"name": "amounts", "query": "SELECT id, amount FROM orders", "key": ["id"]}]
 
 
-def test_through_ansible_verified_completion_then_revert_then_complete_again(migrate, migration_info, pg_cluster,
-                                                                               pg_db, orders):
+def test_through_ansible_verified_completion_then_revert_then_complete_again(
+        migrate, migration_info, pg_cluster, pg_db, orders):
     planned, plan = migrate("widen_amount", WIDEN, state="completed", check=True)
     planned.assert_ok()
     impacts = {(step["phase"], step["operation"]): step["client_impact"] for step in plan["plan"]}

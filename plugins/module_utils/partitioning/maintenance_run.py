@@ -98,7 +98,7 @@ class MaintenanceRun:
             with self.metrics.phase("check_archive"):
                 self.archiver.check(datetime.datetime.now(datetime.timezone.utc))
         archive = [name for name, archived in owed if not archived] if self.archiver is not None else []
-        drop = [name for name, _ in owed] if self.request.drop_detached else []
+        drop = [name for name, _unused in owed] if self.request.drop_detached else []
         return {"now": now, "finalize": parent.pending, "create": create, "detach": detach, "archive": archive, "drop": drop,
                 "method": detach_method(parent)}
 

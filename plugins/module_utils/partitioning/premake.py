@@ -18,8 +18,8 @@ from typing import Any, List
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 from ansible_collections.keel.postgres.plugins.module_utils.partitioning.interval import Interval, align_down
+from ansible_collections.keel.postgres.plugins.module_utils.partitioning.partition_names import partition_name
 from ansible_collections.keel.postgres.plugins.module_utils.partitioning.partition_set import PartitionSet
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import MAX_IDENTIFIER_BYTES
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy, run_in_guarded_transaction
 
 try:
@@ -65,7 +65,7 @@ def plan_premake(parent: PartitionSet, interval: Interval, now: Any, premake: in
     while ahead < premake or cursor <= reference:
         upper = interval.add(cursor)
         if expire_before is None or upper > expire_before:
-            planned.append(NewPartition(parent.schema, _partition_name(parent, cursor, interval), cursor, upper))
+            planned.append(NewPartition(parent.schema, partition_name(parent.name, cursor, interval), cursor, upper))
         if cursor > reference:
             ahead += 1
         cursor = upper
@@ -129,18 +129,6 @@ def _check_grid(anchor: Any, interval: Interval) -> None:
     date_only = isinstance(anchor, datetime.date) and not isinstance(anchor, datetime.datetime)
     if date_only and interval.seconds and interval.seconds % 86400:
         raise InvalidOption("interval", "the partition key is a date: the interval must be whole days, got {0}".format(interval.describe()))
-
-
-def _partition_name(parent: PartitionSet, lower: Any, interval: Interval) -> str:
-    if interval.integer:
-        suffix = "p" + str(lower).replace("-", "m")
-    elif isinstance(lower, datetime.datetime) and (interval.seconds % 86400 or lower.time() != datetime.time(0)):
-        suffix = "p" + lower.strftime("%Y%m%d_%H%M%S")
-    else:
-        suffix = "p" + lower.strftime("%Y%m%d")
-    room = MAX_IDENTIFIER_BYTES - len(suffix) - 1
-    base = parent.name.encode("utf-8")[:room].decode("utf-8", "ignore")
-    return "{0}_{1}".format(base, suffix)
 
 
 def _regclass_text(schema: str, name: str) -> str:

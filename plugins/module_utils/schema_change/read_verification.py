@@ -398,7 +398,7 @@ def _shown_column(column: str, masked: frozenset) -> Any:
 def _multiset_difference(rows: List[Tuple[int, Dict[str, Optional[str]]]],
                          other: List[Tuple[int, Dict[str, Optional[str]]]]) -> Sample:
     """Rows of ``rows`` left after removing one row per equal row hash in ``other``."""
-    remaining = Counter(row_hash for row_hash, _ in other)
+    remaining = Counter(row_hash for row_hash, _row in other)
     left: Sample = []
     for row_hash, shown in rows:
         if remaining[row_hash] > 0:

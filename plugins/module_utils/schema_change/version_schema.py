@@ -19,7 +19,7 @@ import json
 import re
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import MAX_IDENTIFIER_BYTES
 
 try:
@@ -224,11 +224,11 @@ def repoint_views(conn: Any, from_oid: int, to_table: str) -> List[str]:
     Each view column is mapped through the column name it reads today (attribute
     numbers differ between the two tables); run inside the swap's transaction.
     """
-    schema, _, table = to_table.partition(".")
+    schema, _dot, table = to_table.partition(".")
     views = conn.execute(
         "SELECT DISTINCT v.oid, n.nspname, v.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
         " JOIN pg_class v ON v.oid = r.ev_class JOIN pg_namespace n ON n.oid = v.relnamespace"
-        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND d.refobjsubid = 0 AND v.oid <> %s"
+        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s"
         "   AND " + is_version_schema_sql("n.oid") + " ORDER BY 2, 3",
         (from_oid, from_oid),
     ).fetchall()
@@ -247,14 +247,15 @@ def repoint_views(conn: Any, from_oid: int, to_table: str) -> List[str]:
 def _view_column_sources(conn: Any, view_oid: int, table_oid: int) -> List[tuple]:
     """(view column, table column) pairs of a keel view, in view column order.
 
-    Keel views are plain ``SELECT col AS name`` lists, so the view's target list
-    (read back through pg_get_viewdef's parse, not its text) pairs positions with
-    table attributes; the rule's dependency rows give the attributes, the view's
-    definition gives the order.
+    Keel views are plain ``SELECT col AS name`` lists: the stored rule's target
+    list names one table attribute per view column, in order.
     """
     names = [r[0] for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 ORDER BY attnum", (view_oid,)).fetchall()]
     sources = _target_list_attnums(conn, view_oid)
+    if len(sources) != len(names):
+        raise KeelError("view {0} is not a plain column list any more (edited by hand?); keel cannot point it at "
+                        "the new table".format(view_oid))
     table_columns = dict(conn.execute(
         "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
         (table_oid,)).fetchall())
@@ -266,4 +267,5 @@ def _target_list_attnums(conn: Any, view_oid: int) -> List[int]:
     tree = conn.execute("SELECT ev_action::text FROM pg_rewrite WHERE ev_class = %s AND rulename = '_RETURN'",
                         (view_oid,)).fetchone()[0]
     target_list = tree.split(":targetList", 1)[1].split(":override", 1)[0]
-    return [int(match) for match in re.findall(r"\{VAR :varno 1 :varattno (\d+)", target_list)]
+    # A stored view rule keeps OLD and NEW in its range table, so the table's range index is not 1.
+    return [int(match) for match in re.findall(r"\{VAR :varno \d+ :varattno (\d+)", target_list)]

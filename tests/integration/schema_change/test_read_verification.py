@@ -176,7 +176,7 @@ def test_concurrent_writers_cause_no_false_mismatch(orders, conn):
     thread.start()
     try:
         seen = []
-        for _ in range(4):
+        for _round in range(4):
             before = len(inserted)
             outcomes = compare_reads(conn, OLD, NEW, slow)
             assert len(inserted) > before, "the writer committed nothing during compare_reads"

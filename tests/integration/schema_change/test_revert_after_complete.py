@@ -101,7 +101,7 @@ def test_writes_through_both_versions_survive_complete_and_revert(orders: Db, mi
 
     assert completed["phase"] == "completed" and reverted["phase"] == "reverted"
     assert old.errors == [], "the old application never notices: {0}".format(old.errors[:3])
-    assert [state for state, _ in new.errors] == ["42P01"], "new clients lose their version only when it goes"
+    assert [state for state, _message in new.errors] == ["42P01"], "new clients lose their version only when it goes"
     assert len(old.acknowledged) > 20 and len(new.acknowledged) > 20
     assert orders.columns("orders")["amount"] == ("integer", True, "0")
     stored = dict(orders.execute("SELECT id, amount FROM orders"))
@@ -122,8 +122,8 @@ def _overwritten_by_other(row: int, value: int, old: Writer, new: Writer) -> boo
     return old.acknowledged.get(row) != value or new.acknowledged.get(row) != value
 
 
-def test_a_write_the_old_type_cannot_hold_is_refused_by_name(orders: Db, migrate: Migrate, pg_cluster: Any,
-                                                              pg_db: str) -> None:
+def test_a_write_the_old_type_cannot_hold_is_refused_by_name(
+        orders: Db, migrate: Migrate, pg_cluster: Any, pg_db: str) -> None:
     migrate("widen", WIDEN, "completed")
     with pytest.raises(psycopg.errors.CheckViolation, match=r'constraint "_keel_[0-9a-f]{6}_rev_amount"'):
         orders.rolled_back("INSERT INTO orders (amount) VALUES (3000000000)")

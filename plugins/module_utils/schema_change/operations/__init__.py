@@ -16,6 +16,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operat
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.create_table import CreateTable
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.drop_column import DropColumn
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.drop_table import DropTable
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.partition_table import PartitionTable
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.raw_sql import RawSql
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.rename_column import RenameColumn
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.rename_table import RenameTable
@@ -24,7 +25,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operat
 OPERATIONS: Dict[str, Type[Operation]] = {
     cls.kind: cls
     for cls in (AddColumn, DropColumn, RenameColumn, AlterColumn, CreateIndex, AddForeignKey, AddCheck, RenameTable,
-                CreateTable, DropTable, RawSql, RewriteTable)
+                CreateTable, DropTable, RawSql, RewriteTable, PartitionTable)
 }
 
 

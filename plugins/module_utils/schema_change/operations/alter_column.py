@@ -320,9 +320,10 @@ class AlterColumn(Operation):
                     self.column))
         guard = self._guard_expression(ctx, sql.Identifier(new).as_string(ctx.conn))
         if guard is not None:
+            meaning = "values of {0} that {1} cannot hold (the migration must stay revertible)".format(
+                self.column, self._old_type(ctx))
             add_validated_constraint(ctx, info, self._guard(ctx), sql.SQL("CHECK ({0})").format(sql.SQL(guard)), [],
-                meaning="values of {0} that {1} cannot hold (the migration must stay revertible)".format(
-                    self.column, self._old_type(ctx)))
+                                     meaning=meaning)
 
     def _shadow_index_name(self, ctx: MigrationContext, position: int) -> str:
         return ctx.helper_name(self.index, "ix{0}".format(position), self.column)

@@ -7,8 +7,10 @@ that mirrors every INSERT/UPDATE/DELETE on the table into it, copies the rows
 in keyset batches (each batch locks its source rows FOR SHARE, so a
 concurrent delete can never be resurrected by a copy that read the row just
 before), then builds the other indexes CONCURRENTLY. ``complete`` swaps the
-two tables by renaming them in one short transaction and drops the old one.
-Grants, sequence ownership and index names are carried over.
+two tables by renaming them in one short transaction, repoints keel's version
+views to the new table and drops the old one. Grants, sequence ownership and
+index names are carried over. Not revertible after completion: the copy has the
+identical shape and data, so there is nothing to go back to.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any, List, Set
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import plan as p
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill import backfill_key, run_batches
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import shadow_copy
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill import backfill_key
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.concurrent_index import build_index_concurrently
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import MigrationContext
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.expressions import DOLLAR_TAG
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import Operation, Target
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
@@ -114,11 +116,6 @@ class RewriteTable(Operation):
 
     # -- start --------------------------------------------------------------------------
 
-    def _copyable_columns(self, ctx: MigrationContext, info: TableInfo) -> List[str]:
-        rows = ctx.conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
-                                " AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (info.oid,)).fetchall()
-        return [row[0] for row in rows]
-
     def start(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table)
         shadow = sql.Identifier(info.schema, self._shadow(ctx))
@@ -132,17 +129,9 @@ class RewriteTable(Operation):
                 key=sql.SQL(", ").join(sql.Identifier(c) for c in key))
             ctx.guarded("create shadow table of {0}".format(info.qualified), [],
                         lambda conn: [conn.execute(create), conn.execute(unique_key)])
-        columns = self._copyable_columns(ctx, info)
-        self._install_mirror_trigger(ctx, info, shadow, key, columns)
-        column_list = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-
-        def copy(key_range: Any) -> Any:
-            return sql.SQL("INSERT INTO {shadow} ({columns}) OVERRIDING SYSTEM VALUE"
-                           " (SELECT {columns} FROM {table} WHERE {key_range} FOR SHARE)"
-                           " ON CONFLICT DO NOTHING").format(shadow=shadow, columns=column_list,
-                                                             table=table_identifier(info), key_range=key_range)
-
-        run_batches(ctx, "{0}:copy".format(self.index), info, copy, self.sub("table"))
+        columns = shadow_copy.copyable_columns(ctx.conn, info.oid)
+        shadow_copy.install_mirror(ctx, info, self._trigger(ctx), shadow, key, columns)
+        shadow_copy.copy_rows(ctx, "{0}:copy".format(self.index), info, shadow, columns, self.sub("table"))
         self._compact_key_index(ctx, info)
         for position, index in enumerate(self._other_indexes(info), start=1):
             self._build_shadow_index(ctx, info, index.definition, position)
@@ -172,38 +161,6 @@ class RewriteTable(Operation):
     def _other_indexes(self, info: TableInfo) -> list:
         return [index for index in info.indexes if not index.primary]
 
-    def _install_mirror_trigger(self, ctx: MigrationContext, info: TableInfo, shadow: Any, key: List[str],
-                                columns: List[str]) -> None:
-        name = self._trigger(ctx)
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        new_values = sql.SQL(", ").join(sql.SQL("NEW.{0}").format(sql.Identifier(c)) for c in columns)
-        updates = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns)
-        key_cols = sql.SQL(", ").join(sql.Identifier(c) for c in key)
-        match_old = sql.SQL(" AND ").join(sql.SQL("{0} = OLD.{0}").format(sql.Identifier(c)) for c in key)
-        key_changed = sql.SQL(" OR ").join(sql.SQL("NEW.{0} IS DISTINCT FROM OLD.{0}").format(sql.Identifier(c))
-                                           for c in key)
-        body = sql.SQL(
-            "BEGIN"
-            " IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND ({key_changed})) THEN"
-            "   DELETE FROM {shadow} WHERE {match_old};"
-            " END IF;"
-            " IF TG_OP IN ('INSERT', 'UPDATE') THEN"
-            "   INSERT INTO {shadow} ({cols}) OVERRIDING SYSTEM VALUE VALUES ({new_values})"
-            "   ON CONFLICT ({key_cols}) DO UPDATE SET {updates};"
-            " END IF;"
-            " RETURN NULL;"
-            " END").format(key_changed=key_changed, shadow=shadow, match_old=match_old, cols=cols,
-                           new_values=new_values, key_cols=key_cols, updates=updates)
-        function = sql.SQL("CREATE OR REPLACE FUNCTION keel.{name}() RETURNS trigger LANGUAGE plpgsql AS "
-                           "{tag}{body}{tag}").format(name=sql.Identifier(name), tag=sql.SQL(DOLLAR_TAG), body=body)
-        drop = sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(
-            name=sql.Identifier(name), table=table_identifier(info))
-        trigger = sql.SQL("CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
-                          " FOR EACH ROW EXECUTE FUNCTION keel.{name}()").format(
-            name=sql.Identifier(name), table=table_identifier(info))
-        ctx.guarded("install mirror trigger on {0}".format(info.qualified), [info.qualified],
-                    lambda conn: [conn.execute(function), conn.execute(drop), conn.execute(trigger)])
-
     def _build_shadow_index(self, ctx: MigrationContext, info: TableInfo, definition: str, position: int) -> None:
         name = self._shadow_index(ctx, position)
         unique = "UNIQUE " if definition.startswith("CREATE UNIQUE") else ""
@@ -220,22 +177,36 @@ class RewriteTable(Operation):
         if ctx.maybe_table(TableName(info.schema, shadow_name)) is None:
             return  # already swapped by an earlier run
         statements = self._swap_statements(ctx, info, shadow_name)
-        ctx.guarded("swap {0} with its rewritten copy".format(info.qualified), [info.qualified],
-                    lambda conn: [conn.execute(s) for s in statements])
+        cleanup = self._cleanup_statements(ctx, info)
+
+        def swap(conn: Any) -> None:
+            shadow_copy.lock_for_swap(conn, info.oid, table_identifier(info))
+            for statement in statements:
+                conn.execute(statement)
+            # Version views bind to the table's OID: they follow the new table (same shape) before
+            # the old one can be dropped.
+            ctx.repoint_views(conn, info.oid, info.qualified)
+            for statement in cleanup:
+                conn.execute(statement)
+
+        ctx.guarded("swap {0} with its rewritten copy".format(info.qualified), [info.qualified], swap)
 
     def _swap_statements(self, ctx: MigrationContext, info: TableInfo, shadow_name: str) -> List[Any]:
         table, old = table_identifier(info), sql.Identifier(self._old(ctx))
         swapped = sql.Identifier(info.schema, self._old(ctx))
         statements: List[Any] = [
-            sql.SQL("LOCK TABLE {0} IN ACCESS EXCLUSIVE MODE").format(table),
             sql.SQL("DROP TRIGGER IF EXISTS {0} ON {1}").format(sql.Identifier(self._trigger(ctx)), table),
             sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(table, old),
             sql.SQL("ALTER TABLE {0} RENAME TO {1}").format(sql.Identifier(info.schema, shadow_name),
                                                             sql.Identifier(info.name)),
         ]
-        statements += self._carry_sequences(ctx, info, swapped)
-        statements += self._carry_grants(ctx, info)
-        statements.append(sql.SQL("DROP TABLE {0}").format(swapped))
+        statements += shadow_copy.carry_sequences(ctx, info, swapped, table)
+        statements += shadow_copy.carry_grants(ctx, info, table)
+        return statements
+
+    def _cleanup_statements(self, ctx: MigrationContext, info: TableInfo) -> List[Any]:
+        table = table_identifier(info)
+        statements = [sql.SQL("DROP TABLE {0}").format(sql.Identifier(info.schema, self._old(ctx)))]
         pk_name = next((i.name for i in info.indexes if i.primary), None)
         if pk_name:
             statements.append(sql.SQL("ALTER TABLE {0} ADD CONSTRAINT {1} PRIMARY KEY USING INDEX {2}").format(
@@ -248,36 +219,6 @@ class RewriteTable(Operation):
                 sql.Identifier(info.schema, self._shadow_index(ctx, position)), sql.Identifier(index.name)))
         statements.append(sql.SQL("DROP FUNCTION IF EXISTS keel.{0}()").format(sql.Identifier(self._trigger(ctx))))
         return statements
-
-    def _carry_sequences(self, ctx: MigrationContext, info: TableInfo, swapped: Any) -> List[Any]:
-        """Serial sequences belong to the old table's columns and would be dropped with it; identity
-        sequences of the copy must continue where the old ones stopped."""
-        statements = []
-        for column in info.columns:
-            sequence = ctx.conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (info.qualified, column)).fetchone()[0]
-            if sequence is None:
-                continue
-            identity = ctx.conn.execute("SELECT attidentity FROM pg_attribute WHERE attrelid = %s AND attname = %s",
-                                        (info.oid, column)).fetchone()[0]
-            if identity:
-                statements.append(sql.SQL(
-                    "SELECT setval(pg_get_serial_sequence({table}, {column}),"
-                    " (SELECT last_value FROM {old_sequence}), (SELECT is_called FROM {old_sequence}))").format(
-                    table=sql.Literal(info.qualified), column=sql.Literal(column), old_sequence=sql.SQL(sequence)))
-            else:
-                statements.append(sql.SQL("ALTER SEQUENCE {0} OWNED BY {1}.{2}").format(
-                    sql.SQL(sequence), table_identifier(info), sql.Identifier(column)))
-        return statements
-
-    def _carry_grants(self, ctx: MigrationContext, info: TableInfo) -> List[Any]:
-        rows = ctx.conn.execute(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, a.privilege_type,"
-            " a.is_grantable FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a"
-            " LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE c.oid = %s AND a.grantee <> c.relowner",
-            (info.oid,)).fetchall()
-        return [sql.SQL("GRANT {0} ON {1} TO {2}{3}").format(
-            sql.SQL(privilege), table_identifier(info), sql.SQL(grantee),
-            sql.SQL(" WITH GRANT OPTION" if grantable else "")) for grantee, privilege, grantable in rows]
 
     # -- rollback ---------------------------------------------------------------------------
 
