@@ -102,6 +102,12 @@ migrations:
     version_schema:
       description: The migration's version schema, null when it publishes none.
       type: str
+    version_schema_drift:
+      description:
+        - Views of the migration's version schema whose columns or types no longer match what was published
+          (someone replaced them by hand). Clients of that version may then see shape changes; empty normally.
+      type: list
+      elements: str
     old_versions:
       description:
         - "Older version schemas of the same schema that finalizing this migration would drop (C(schemas)), and the

@@ -257,6 +257,26 @@ EXAMPLES = r"""
     state: finalized
     wait_for_old_readers: 5m
 
+- name: Partition events by month, online (the table becomes the first partition; no rows move)
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_events_monthly
+    operations:
+      - partition_table: {table: events, key: created_at, interval: 1 month, premake: 6}
+    state: completed
+
+- name: Split orders by tenant into list partitions (rows are copied in batches)
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_by_tenant
+    operations:
+      - partition_table:
+          table: orders
+          key: tenant
+          strategy: list
+          values: [acme, globex, initech]
+    state: completed
+
 - name: Undo a started migration
   keel.postgres.schema_change:
     db: shop

@@ -34,6 +34,7 @@ def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
         "revertible_until": _iso(record.revertible_until()),
         "finalized_at": _iso(record.finalized_at),
         "version_schema": record.version_schema,
+        "version_schema_drift": _drift(conn, record),
         "old_versions": _old_versions(conn, record),
         "read_verification": _read_verifications(conn, record.name),
         "last_error": record.last_error,
@@ -60,6 +61,13 @@ def _old_versions(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
     names = [v["name"] for v in vs.published_versions(conn, record.base_schema)]
     older = names[:names.index(record.version_schema)] if record.version_schema in names else names
     return {"schemas": older, "readers": old_readers(conn, older)}
+
+
+def _drift(conn: Any, record: catalog.MigrationRecord) -> List[str]:
+    """Views of this migration's version whose columns differ from what was published: edited by hand."""
+    if not record.version_schema or not vs.schema_exists(conn, record.version_schema):
+        return []
+    return vs.shape_drift(conn, record.version_schema)
 
 
 def _read_verifications(conn: Any, name: str) -> List[Dict[str, Any]]:

@@ -205,3 +205,15 @@ def test_an_expired_revert_window_is_finalized_by_the_next_run(orders: Db, migra
     assert result["auto_finalized"] == ["widen"]
     assert [row[:2] for row in orders.migration_rows()] == [("status", "started"), ("widen", "finalized")]
     assert orders.columns("orders")["amount"] == ("bigint", True, "0")
+
+
+def test_migration_info_reports_a_version_view_replaced_by_hand(
+        orders: Db, migrate: Migrate, pg_cluster: Any, pg_db: str) -> None:
+    migrate("widen", WIDEN, "started")
+    with pg_cluster.connect(pg_db) as conn:
+        [clean] = migration_reports(conn, "widen")
+    orders.execute("CREATE OR REPLACE VIEW public_widen.orders AS SELECT id, amount::bigint AS amount, note, 1 AS extra"
+                   " FROM orders")
+    with pg_cluster.connect(pg_db) as conn:
+        [edited] = migration_reports(conn, "widen")
+    assert (clean["version_schema_drift"], edited["version_schema_drift"]) == ([], ["orders"])
