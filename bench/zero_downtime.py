@@ -6,7 +6,10 @@ application against it (N client threads, each on its own connection, paced
 to a fixed rate, doing primary-key reads, UPDATEs by primary key and INSERTs),
 measures a baseline window, then runs one migration while the application
 keeps going: first the naive DDL, then the same change through keel's engine
-(and pg_repack for the table rewrite when it is installed). Every application
+(and pg_repack for the table rewrite when it is installed). The conversion to a partitioned table
+(partition_table, attach and copy) is compared with the hand-written INSERT ... SELECT under one lock, and
+``revert`` measures the revert of a completed type change (its completion reported as a window of its own).
+Every keel migration ends finalized or reverted. Every application
 query's latency and error is recorded, and afterwards the table is compared
 row by row with what the clients believe they wrote.
 
@@ -26,6 +29,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -36,7 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import psycopg
 from psycopg import sql
@@ -60,6 +64,13 @@ BACKFILL_TARGET_SHARE = 0.40
 # "Flat from the small to the big table": the big table's worst stall at most this times the small one's (+ 50 ms).
 FLAT_FACTOR = 1.5
 FLAT_SLACK_SECONDS = 0.050
+# partition_table scenarios: range by id, the rows split into this many intervals, then this many empty
+# partitions ahead (attach: the table becomes one partition + premake; copy and naive: 5 + premake).
+PARTITION_SPLIT = 4
+PARTITION_PREMAKE = 3
+# Multi-step scenarios (revert): the application keeps writing this long between two steps, so the
+# step after sees writes made in between (for revert: writes to the completed shape).
+STEP_GAP_SECONDS = 2.0
 
 # Server settings for the run (ALTER SYSTEM, then a restart for shared_buffers).
 SERVER_SETTINGS = {
@@ -362,25 +373,77 @@ def pg_repack_binary(bindir: Path) -> Optional[str]:
 
 # -- the migrations --------------------------------------------------------------------------
 
+# The naive migration: one statement, or a function of (connection, rows) giving units of statements,
+# each unit one transaction.
+NaiveSql = Union[str, Callable[[psycopg.Connection, int], List[List[str]]]]
+KeelOperations = Union[List[Dict[str, Any]], Callable[[int], List[Dict[str, Any]]]]
+
+
 @dataclasses.dataclass
 class Scenario:
     key: str
     title: str
-    naive_sql: str
-    keel_operations: List[Dict[str, Any]]
+    naive_sql: NaiveSql
+    keel_operations: KeelOperations
     outcome_sql: str  # one boolean: did the change happen?
     blocker: bool = False
     pg_repack: bool = False
     backfills: bool = False
+    # Steps run under load before the measured one (each reported as its own window): a naive statement,
+    # and the keel states the migration goes through; the last keel state is the measured window.
+    naive_setup_sql: Optional[str] = None
+    keel_states: Tuple[str, ...] = ("completed",)
+    # 0: completion finalizes at once (the old shape is dropped in the same run, no revert guard).
+    keel_revert_window: Optional[float] = 0.0
+    keel_final_phase: str = "finalized"
+
+    def operations(self, rows: int) -> List[Dict[str, Any]]:
+        return self.keel_operations(rows) if callable(self.keel_operations) else self.keel_operations
+
+
+def partition_interval(rows: int) -> int:
+    return max(1, rows // PARTITION_SPLIT)
+
+
+def partition_operations(method: str) -> Callable[[int], List[Dict[str, Any]]]:
+    def operations(rows: int) -> List[Dict[str, Any]]:
+        return [{"partition_table": {"table": "orders", "key": "id", "strategy": "range", "method": method,
+                                     "interval": partition_interval(rows), "premake": PARTITION_PREMAKE}}]
+    return operations
+
+
+def naive_partitioning(conn: psycopg.Connection, rows: int) -> List[List[str]]:
+    """The hand-written conversion: a partitioned copy with the same grid as keel's copy (made without locking
+    orders), then ONE transaction that locks orders, copies every row, swaps the names and moves the sequence;
+    then the old table is dropped. Writes wait for the whole copy; none is written meanwhile, so none is lost."""
+    interval = partition_interval(rows)
+    highest = conn.execute("SELECT coalesce(max(id), 0) FROM orders").fetchone()[0]
+    stop = (highest // interval + 1 + PARTITION_PREMAKE) * interval
+    create = ["CREATE TABLE orders_new (LIKE orders INCLUDING ALL) PARTITION BY RANGE (id)"]
+    create += ["CREATE TABLE orders_new_p{0} PARTITION OF orders_new FOR VALUES FROM ({0}) TO ({1})".format(
+        low, low + interval) for low in range(0, stop, interval)]
+    swap = ["LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", "INSERT INTO orders_new SELECT * FROM orders",
+            "ALTER TABLE orders RENAME TO orders_old", "ALTER TABLE orders_new RENAME TO orders",
+            "ALTER SEQUENCE orders_id_seq OWNED BY orders.id"]
+    return [create, swap, ["DROP TABLE orders_old"], ["ANALYZE orders"]]
+
+
+PARTITIONED_SQL = ("SELECT c.relkind = 'p' AND (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) BETWEEN 4 AND 8"
+                   " FROM pg_class c WHERE c.oid = 'orders'::regclass")
+
+
+def amount_type_sql(type_name: str) -> str:
+    return ("SELECT format_type(atttypid, atttypmod) = '{0}' AND attnotnull FROM pg_attribute"
+            " WHERE attrelid = 'orders'::regclass AND attname = 'amount'".format(type_name))
+
+
+AMOUNT_BIGINT = [{"alter_column": {"table": "orders", "column": "amount", "type": "bigint"}}]
 
 
 SCENARIOS = [
     Scenario("alter_type", "amount int -> bigint",
-             "ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
-             [{"alter_column": {"table": "orders", "column": "amount", "type": "bigint"}}],
-             "SELECT format_type(atttypid, atttypmod) = 'bigint' AND attnotnull FROM pg_attribute"
-             " WHERE attrelid = 'orders'::regclass AND attname = 'amount'",
-             backfills=True),
+             "ALTER TABLE orders ALTER COLUMN amount TYPE bigint", AMOUNT_BIGINT,
+             amount_type_sql("bigint"), backfills=True),
     Scenario("create_index", "index on customer_id",
              "CREATE INDEX orders_customer_id_idx ON orders (customer_id)",
              [{"create_index": {"table": "orders", "name": "orders_customer_id_idx", "columns": ["customer_id"]}}],
@@ -407,6 +470,16 @@ SCENARIOS = [
              [{"rewrite_table": {"table": "orders"}}],
              "SELECT pg_relation_filenode('orders') <> %(filenode)s",
              pg_repack=True, backfills=True),
+    Scenario("partition_attach", "range-partition by id (attach)", naive_partitioning, partition_operations("attach"),
+             PARTITIONED_SQL),
+    Scenario("partition_copy", "range-partition by id (copy)", naive_partitioning, partition_operations("copy"),
+             PARTITIONED_SQL, backfills=True),
+    # measured: the revert of a completed int -> bigint change; the completion before it is a setup window
+    Scenario("revert", "revert amount bigint -> int after completion",
+             "ALTER TABLE orders ALTER COLUMN amount TYPE integer", AMOUNT_BIGINT,
+             amount_type_sql("integer"),
+             naive_setup_sql="ALTER TABLE orders ALTER COLUMN amount TYPE bigint",
+             keel_states=("completed", "reverted"), keel_revert_window=24 * 3600.0, keel_final_phase="reverted"),
 ]
 
 
@@ -451,12 +524,20 @@ class Blocker(threading.Thread):
             self.ready.set()
 
 
-def run_naive(dsn: str, scenario: Scenario, details: Dict[str, Any]) -> None:
+def run_naive(dsn: str, naive: NaiveSql, rows: int, details: Dict[str, Any]) -> None:
+    """Autocommit, no timeouts; a unit of several statements is one transaction (its time is in unit_seconds)."""
     with psycopg.connect(dsn, autocommit=True, application_name="bench-naive") as conn:
-        conn.execute(scenario.naive_sql)
+        units = naive(conn, rows) if callable(naive) else [[naive]]
+        details["unit_seconds"] = []
+        for unit in units:
+            began = time.perf_counter()
+            with conn.transaction() if len(unit) > 1 else contextlib.nullcontext():
+                for statement in unit:
+                    conn.execute(statement)
+            details["unit_seconds"].append(round(time.perf_counter() - began, 3))
 
 
-def run_keel(dsn: str, scenario: Scenario, settings: Settings, details: Dict[str, Any]) -> None:
+def run_keel(dsn: str, scenario: Scenario, state: str, rows: int, settings: Settings, details: Dict[str, Any]) -> None:
     from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
     from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import BackfillSettings
     from ansible_collections.keel.postgres.plugins.module_utils.schema_change.engine import MigrationRequest, MigrationRun
@@ -464,15 +545,29 @@ def run_keel(dsn: str, scenario: Scenario, settings: Settings, details: Dict[str
 
     metrics = RunMetrics()
     request = MigrationRequest(
-        "bench_{0}".format(scenario.key), scenario.keel_operations, "completed",
+        "bench_{0}".format(scenario.key), scenario.operations(rows), state,
         LockPolicy(settings.lock_timeout, settings.lock_retries, settings.statement_timeout),
-        BackfillSettings(settings.batch_size, settings.pause_ratio, None, 600.0))
+        BackfillSettings(settings.batch_size, settings.pause_ratio, None, 600.0),
+        revert_window=scenario.keel_revert_window)
     with psycopg.connect(dsn, autocommit=True, application_name="bench-keel") as conn:
         try:
             details["phase"] = MigrationRun(conn, request, metrics).run(check_mode=False).get("phase")
         finally:
             details["metrics"] = metrics.as_dict()
             details["backfills"] = backfills(conn)
+            details["catalog"] = catalog_record(conn, request.name)
+
+
+def catalog_record(conn: psycopg.Connection, name: str) -> Dict[str, Any]:
+    """keel's own record: phase, seconds per phase, and the revert time (the rollback MTTR KPI reads it)."""
+    if not conn.execute("SELECT to_regclass('keel.migrations') IS NOT NULL").fetchone()[0]:
+        return {}
+    row = conn.execute("SELECT phase, phase_seconds, revert_seconds FROM keel.migrations WHERE name = %s",
+                       (name,)).fetchone()
+    if row is None:
+        return {}
+    return {"phase": row[0], "phase_seconds": {k: round(v, 3) for k, v in row[1].items()},
+            "revert_seconds": None if row[2] is None else round(row[2], 3)}
 
 
 def backfills(conn: psycopg.Connection) -> List[Dict[str, Any]]:
@@ -483,6 +578,47 @@ def backfills(conn: psycopg.Connection) -> List[Dict[str, Any]]:
                         " FROM keel.backfills ORDER BY started_at").fetchall()
     return [{"step": step, "rows": done, "batches": batches, "seconds": round(seconds, 3),
              "rows_per_second": round(done / seconds) if seconds > 0 else None} for step, done, batches, seconds in rows]
+
+
+def migration_steps(scenario: Scenario, variant: str, dsn: str, rows: int, settings: Settings,
+                    repack: Optional[str]) -> List[Tuple[str, Callable[[Dict[str, Any]], None]]]:
+    """(label, run) for each step of one variant, in order; the last one is the measured migration.
+    A naive setup step is labelled like keel's first state, the step it stands for (revert: "completed")."""
+    if variant == "naive":
+        setup = [(scenario.keel_states[0], functools.partial(run_naive, dsn, scenario.naive_setup_sql, rows))] \
+            if scenario.naive_setup_sql else []
+        return [*setup, (scenario.keel_states[-1], functools.partial(run_naive, dsn, scenario.naive_sql, rows))]
+    if variant == "keel":
+        return [(state, functools.partial(run_keel, dsn, scenario, state, rows, settings))
+                for state in scenario.keel_states]
+    return [("pg_repack", functools.partial(run_pg_repack, dsn, repack or "pg_repack"))]
+
+
+@dataclasses.dataclass
+class StepWindow:
+    label: str
+    began: float
+    ended: float
+    details: Dict[str, Any]
+    error: Optional[str]
+
+
+def run_steps(steps: List[Tuple[str, Callable[[Dict[str, Any]], None]]]) -> List[StepWindow]:
+    """Run the steps in order under the application's load; a failed step ends the sequence."""
+    windows: List[StepWindow] = []
+    for label, step in steps:
+        if windows:
+            time.sleep(STEP_GAP_SECONDS)
+        details: Dict[str, Any] = {}
+        began, error = time.perf_counter(), None
+        try:
+            step(details)
+        except Exception as exc:  # the benchmark reports a failed migration and goes on
+            error = _first_line(exc)
+        windows.append(StepWindow(label, began, time.perf_counter(), details, error))
+        if error:
+            break
+    return windows
 
 
 def run_pg_repack(dsn: str, binary: str, details: Dict[str, Any]) -> None:
@@ -553,8 +689,12 @@ def verify(conn: psycopg.Connection, app: Application, rows: int) -> Dict[str, A
 
 
 def table_size(conn: psycopg.Connection) -> Dict[str, float]:
-    heap, indexes = conn.execute("SELECT pg_table_size('orders'), pg_indexes_size('orders')").fetchone()
-    return {"heap": round(heap / 2**20, 1), "indexes": round(indexes / 2**20, 1)}
+    """Heap and index MB of orders and, when it is partitioned, of all its partitions; and their number."""
+    heap, indexes, partitions = conn.execute(
+        "SELECT sum(pg_table_size(relid)), sum(pg_indexes_size(relid)), count(*) FILTER (WHERE level > 0)"
+        " FROM (SELECT 'orders'::regclass AS relid, 0 AS level UNION SELECT relid, level FROM pg_partition_tree('orders')) t"
+    ).fetchone()
+    return {"heap": round(float(heap) / 2**20, 1), "indexes": round(float(indexes) / 2**20, 1), "partitions": partitions}
 
 
 def leftovers(conn: psycopg.Connection) -> Dict[str, Any]:
@@ -595,19 +735,10 @@ def run_one(server: Server, template: str, rows: int, scenario: Scenario, varian
             blocker = Blocker(dsn, BLOCKER_SECONDS)
             blocker.start()
             blocker.ready.wait(30)
-        migration_began = time.perf_counter()
-        details: Dict[str, Any] = {}
-        try:
-            if variant == "naive":
-                run_naive(dsn, scenario, details)
-            elif variant == "keel":
-                run_keel(dsn, scenario, settings, details)
-            else:
-                run_pg_repack(dsn, repack or "pg_repack", details)
-            record["migration_error"] = None
-        except Exception as error:  # the benchmark reports a failed migration and goes on
-            record["migration_error"] = _first_line(error)
-        migration_ended = time.perf_counter()
+        windows = run_steps(migration_steps(scenario, variant, dsn, rows, settings, repack))
+        measured = windows[-1]
+        record["migration_error"] = next((w.error for w in windows if w.error), None)
+        migration_began, migration_ended, details = measured.began, measured.ended, measured.details
         time.sleep(TAIL_SECONDS)
         app.stop()
         if blocker is not None:
@@ -615,12 +746,18 @@ def run_one(server: Server, template: str, rows: int, scenario: Scenario, varian
             record["blocker"] = {"held_seconds": round(blocker.held, 3), "error": blocker.error}
         samples = app.samples()
         record["migration_seconds"] = round(migration_ended - migration_began, 3)
-        record["baseline"] = window_stats(samples, began + WARMUP_SECONDS, migration_began, overlap=False)
+        record["baseline"] = window_stats(samples, began + WARMUP_SECONDS, windows[0].began, overlap=False)
         record["migration"] = window_stats(samples, migration_began, migration_ended, overlap=True)
+        record["setup"] = [{"step": w.label, "seconds": round(w.ended - w.began, 3), "details": w.details,
+                            "window": window_stats(samples, w.began, w.ended, overlap=True)} for w in windows[:-1]]
+        record["steps"] = [w.label for w in windows]
         record["application_errors"] = app.errors()
         record["details"] = details
         with server.connect(dbname) as conn:
             record["outcome_ok"] = bool(conn.execute(scenario.outcome_sql, {"filenode": filenode}).fetchone()[0])
+            if variant == "keel":  # each keel migration ends finalized (or reverted): nothing is left in flight
+                record["final_phase"] = details.get("catalog", {}).get("phase")
+                record["outcome_ok"] = record["outcome_ok"] and record["final_phase"] == scenario.keel_final_phase
             record["table_mb"] = {"before": size_before, "after": table_size(conn)}
             record["leftovers"] = leftovers(conn)
             record["writes"] = verify(conn, app, rows)
@@ -658,6 +795,8 @@ def judge(record: Dict[str, Any], bulk: Dict[str, Any], settings: Settings) -> D
     if record["variant"] == "keel":
         limit_ms = (settings.lock_timeout + STALL_MARGIN_SECONDS) * 1000
         verdict["stall_within_lock_timeout"] = record["migration"]["max_ms"] <= limit_ms
+        if record.get("setup"):  # revert: the completion before it is held to the same target
+            verdict["setup_stall_within_lock_timeout"] = all(w["window"]["max_ms"] <= limit_ms for w in record["setup"])
         rates = [b["rows_per_second"] for b in record.get("details", {}).get("backfills", []) if b["rows_per_second"]]
         if rates:
             share = min(rates) / bulk["rows_per_second"]
@@ -683,42 +822,108 @@ def flatness(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     return summary
 
 
-def text_table(report: Dict[str, Any], markdown: bool = False) -> str:
-    headers = ["rows", "scenario", "variant", "wall s", "base p50/p99/max ms", "during p50/p99/max ms", "p99 x",
-               "worst stall ms", "q/s base->during", "errors", "lost/altered", "backfill rows/s (% bulk)", "MB after", "targets"]
-    lines = []
-    for record in report["runs"]:
-        if record.get("skipped"):
-            lines.append([_rows_label(record["rows"]), record["scenario"], record["variant"], "skipped: " + record["skipped"]]
-                         + [""] * (len(headers) - 4))
+def keel_vs_naive(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per size and scenario: keel's worst stall and wall time against the naive run's, and their ratio."""
+    by_run = {(r["rows"], r["scenario"], r["variant"]): r for r in records}
+    summary: Dict[str, Any] = {}
+    for (rows, scenario, variant), keel in sorted(by_run.items()):
+        naive = by_run.get((rows, scenario, "naive"))
+        if variant != "keel" or naive is None:
             continue
-        base, during, writes = record["baseline"], record["migration"], record["writes"]
-        ratio = during["p99_ms"] / base["p99_ms"] if base["p99_ms"] else 0.0
-        errors = sum(record["application_errors"].values()) + (1 if record["migration_error"] else 0)
-        unexpected = max(0, writes["unexpected_rows"] - writes["uncertain_writes"])
-        damaged = (writes["lost_writes"] + writes["lost_initial_rows"], writes["altered_writes"] + writes["altered_initial_rows"]
-                   + writes["bad_reads"] + unexpected)
-        backfill = ""
-        rates = [b["rows_per_second"] for b in record["details"].get("backfills", []) if b["rows_per_second"]]
-        if rates:
-            backfill = "{0:,}".format(min(rates))
-            if "backfill_share_of_bulk_update" in record:
-                backfill += " ({0:.0f}%)".format(record["backfill_share_of_bulk_update"] * 100)
-        verdict = record["verdict"]
-        marks = []
-        for key, label in (("stall_within_lock_timeout", "stall"), ("zero_errors", "err"), ("zero_lost_writes", "writes"),
-                           ("backfill_rate_vs_bulk_update", "rate"), ("outcome_ok", "done")):
-            if key in verdict:
-                marks.append("{0} {1}".format(label, "ok" if verdict[key] else "MISS"))
-        lines.append([
-            _rows_label(record["rows"]), record["scenario"], record["variant"], "{0:.1f}".format(record["migration_seconds"]),
-            "{0:.1f}/{1:.1f}/{2:.0f}".format(base["p50_ms"], base["p99_ms"], base["max_ms"]),
+        entry = {}
+        for name, value in (("worst_stall_ms", lambda r: r["migration"]["max_ms"]), ("wall_s", lambda r: r["migration_seconds"])):
+            mine, theirs = value(keel), value(naive)
+            entry[name] = {"keel": mine, "naive": theirs, "keel_over_naive": round(mine / theirs, 3) if theirs else None}
+        summary["{0}/{1}".format(_rows_label(rows), scenario)] = entry
+    return summary
+
+
+def revert_seconds(records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per size: the revert time keel recorded in its catalog (keel.migrations.revert_seconds)."""
+    return {_rows_label(r["rows"]): r["details"]["catalog"]["revert_seconds"] for r in records
+            if r["variant"] == "keel" and r["details"].get("catalog", {}).get("revert_seconds") is not None}
+
+
+def keel_targets(records: List[Dict[str, Any]], flat: Dict[str, Any]) -> Dict[str, Any]:
+    """Per scenario: each of keel's targets met at every size (and the worst stall flat from the smallest to the largest)."""
+    summary: Dict[str, Any] = {}
+    for record in records:
+        if record["variant"] != "keel":
+            continue
+        entry = summary.setdefault(record["scenario"], {})
+        for key, met in record["verdict"].items():
+            entry[key] = entry.get(key, True) and met
+    for scenario, entry in summary.items():
+        entry["flat"] = flat.get("{0}/keel".format(scenario), {}).get("flat")
+    return summary
+
+
+TARGET_LABELS = (("stall_within_lock_timeout", "stall"), ("setup_stall_within_lock_timeout", "setup stall"),
+                 ("zero_errors", "err"), ("zero_lost_writes", "writes"), ("backfill_rate_vs_bulk_update", "rate"),
+                 ("outcome_ok", "done"), ("flat", "flat"))
+TABLE_HEADERS = ["rows", "scenario", "variant", "wall s", "base p50/p99/max ms", "during p50/p99/max ms", "p99 x",
+                 "worst stall ms", "q/s base->during", "errors", "lost/altered", "backfill rows/s (% bulk)", "MB after",
+                 "targets"]
+
+
+def _marks(verdict: Dict[str, Any]) -> str:
+    return ", ".join("{0} {1}".format(label, "ok" if verdict[key] else "MISS")
+                     for key, label in TARGET_LABELS if verdict.get(key) is not None)
+
+
+def _window_cells(seconds: float, base: Dict[str, Any], during: Dict[str, Any], errors: int) -> List[str]:
+    """wall s .. errors: the columns a measured window and a setup window share."""
+    ratio = during["p99_ms"] / base["p99_ms"] if base["p99_ms"] else 0.0
+    return ["{0:.1f}".format(seconds), "{0:.1f}/{1:.1f}/{2:.0f}".format(base["p50_ms"], base["p99_ms"], base["max_ms"]),
             "{0:.1f}/{1:.1f}/{2:.0f}".format(during["p50_ms"], during["p99_ms"], during["max_ms"]),
             "{0:.1f}".format(ratio), "{0:.0f}".format(during["max_ms"]),
-            "{0:.0f}->{1:.0f}".format(base["queries_per_second"], during["queries_per_second"]),
-            str(errors), "{0}/{1}".format(*damaged), backfill,
-            "{0:.0f}+{1:.0f}".format(record["table_mb"]["after"]["heap"], record["table_mb"]["after"]["indexes"]),
-            ", ".join(marks)])
+            "{0:.0f}->{1:.0f}".format(base["queries_per_second"], during["queries_per_second"]), str(errors)]
+
+
+def _damage(writes: Dict[str, Any]) -> str:
+    """lost/altered: rows lost, and rows altered (bad reads and rows nobody inserted included)."""
+    unexpected = max(0, writes["unexpected_rows"] - writes["uncertain_writes"])
+    lost = writes["lost_writes"] + writes["lost_initial_rows"]
+    altered = writes["altered_writes"] + writes["altered_initial_rows"] + writes["bad_reads"] + unexpected
+    return "{0}/{1}".format(lost, altered)
+
+
+def _backfill_cell(record: Dict[str, Any]) -> str:
+    rates = [b["rows_per_second"] for b in record["details"].get("backfills", []) if b["rows_per_second"]]
+    if not rates:
+        return ""
+    share = record.get("backfill_share_of_bulk_update")
+    return "{0:,}".format(min(rates)) + ("" if share is None else " ({0:.0f}%)".format(share * 100))
+
+
+def _size_cell(size: Dict[str, Any]) -> str:
+    parts = " ({0} parts)".format(size["partitions"]) if size.get("partitions") else ""
+    return "{0:.0f}+{1:.0f}{2}".format(size["heap"], size["indexes"], parts)
+
+
+def _record_lines(record: Dict[str, Any], limit_ms: float) -> List[List[str]]:
+    """One line per run; a run with setup steps (revert) gets a line per step, labelled scenario [step]."""
+    rows, variant = _rows_label(record["rows"]), record["variant"]
+    if record.get("skipped"):
+        return [[rows, record["scenario"], variant, "skipped: " + record["skipped"], *[""] * (len(TABLE_HEADERS) - 4)]]
+    base = record["baseline"]
+    lines = []
+    for step in record.get("setup", []):
+        stall = "stall {0}".format("ok" if step["window"]["max_ms"] <= limit_ms else "MISS") if variant == "keel" else ""
+        lines.append([rows, "{0} [{1}]".format(record["scenario"], step["step"]), variant,
+                      *_window_cells(step["seconds"], base, step["window"], step["window"]["errors"]), "", "", "", stall])
+    label = "{0} [{1}]".format(record["scenario"], record["steps"][-1]) if lines else record["scenario"]
+    errors = sum(record["application_errors"].values()) + (1 if record["migration_error"] else 0)
+    lines.append([rows, label, variant, *_window_cells(record["migration_seconds"], base, record["migration"], errors),
+                  _damage(record["writes"]), _backfill_cell(record), _size_cell(record["table_mb"]["after"]),
+                  _marks(record["verdict"])])
+    return lines
+
+
+def text_table(report: Dict[str, Any], markdown: bool = False) -> str:
+    limit_ms = (report["settings"]["lock_timeout"] + STALL_MARGIN_SECONDS) * 1000
+    lines = [line for record in report["runs"] for line in _record_lines(record, limit_ms)]
+    headers = TABLE_HEADERS
     if markdown:
         out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for h in headers) + "|"]
         out += ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -731,11 +936,20 @@ def text_table(report: Dict[str, Any], markdown: bool = False) -> str:
     out.append("bulk UPDATE orders SET amount = amount (idle): " + ", ".join(
         "{0}: {1:,} rows/s ({2} s)".format(_rows_label(int(rows)), b["rows_per_second"], b["seconds"])
         for rows, b in report["bulk_update"].items()))
+    summary = report["summary"]
     flat = ["{0}: {1}{2}".format(key, " -> ".join("{0:.0f}".format(v) for v in entry["max_stall_ms"].values()),
                                  "" if "flat" not in entry else " ms ({0}, x{1})".format("flat" if entry["flat"] else "GROWS",
                                                                                          entry["growth"]))
-            for key, entry in report["summary"]["worst_stall_by_size"].items()]
+            for key, entry in summary["worst_stall_by_size"].items()]
     out.append("worst stall by size (smallest -> largest): " + "; ".join(flat))
+    out.append("keel/naive (worst stall, wall time): " + "; ".join(
+        "{0}: x{1}, x{2}".format(key, entry["worst_stall_ms"]["keel_over_naive"], entry["wall_s"]["keel_over_naive"])
+        for key, entry in summary.get("keel_vs_naive", {}).items()))
+    if summary.get("revert_seconds"):
+        out.append("keel revert_seconds (catalog): " + ", ".join(
+            "{0}: {1}".format(rows, seconds) for rows, seconds in summary["revert_seconds"].items()))
+    out.append("keel targets at every size: " + "; ".join(
+        "{0}: {1}".format(scenario, _marks(entry)) for scenario, entry in summary.get("keel_targets", {}).items()))
     return "\n".join(out)
 
 
@@ -868,7 +1082,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.remove()
     report["duration_seconds"] = round(time.perf_counter() - started, 1)
     report["loadavg_at_end"] = [round(value, 2) for value in os.getloadavg()]
-    report["summary"] = {"worst_stall_by_size": flatness([r for r in report["runs"] if not r.get("skipped")])}
+    measured = [r for r in report["runs"] if not r.get("skipped")]
+    flat = flatness(measured)
+    report["summary"] = {"worst_stall_by_size": flat, "keel_vs_naive": keel_vs_naive(measured),
+                         "keel_targets": keel_targets(measured, flat), "revert_seconds": revert_seconds(measured)}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(json.dumps({"report": str(output), "duration_seconds": report["duration_seconds"],
