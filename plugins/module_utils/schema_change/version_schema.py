@@ -79,7 +79,8 @@ def version_schema_name(base_schema: str, migration: str, override: Optional[str
 def current_shapes(conn: Any, base_schema: str) -> List[ViewShape]:
     """Every table of the base schema as clients of a new version would see it today, before operations adjust it."""
     rows = conn.execute(
-        "SELECT c.relname, a.attname, pg_get_expr(d.adbin, d.adrelid)"
+        # A generated column's expression lives in pg_attrdef too, but it is no default: a view cannot have it.
+        "SELECT c.relname, a.attname, CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
         " LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum"

@@ -217,3 +217,15 @@ def test_migration_info_reports_a_version_view_replaced_by_hand(
     with pg_cluster.connect(pg_db) as conn:
         [edited] = migration_reports(conn, "widen")
     assert (clean["version_schema_drift"], edited["version_schema_drift"]) == ([], ["orders"])
+
+
+def test_a_generated_column_is_shown_but_its_expression_is_no_view_default(
+        orders: Db, migrate: Migrate, pg_cluster: Any, pg_db: str) -> None:
+    orders.execute("ALTER TABLE orders ADD COLUMN doubled bigint GENERATED ALWAYS AS (amount * 2) STORED")
+    migrate("status", [{"add_column": {"table": "orders", "column": "status", "type": "text", "default": "'new'"}}],
+            "started")
+    with pg_cluster.connect(pg_db) as conn:
+        conn.execute("SET search_path = public_status")
+        inserted = conn.execute("INSERT INTO orders (amount) VALUES (21) RETURNING doubled, status").fetchone()
+        conn.rollback()
+    assert inserted == (42, "new")
