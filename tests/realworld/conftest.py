@@ -124,9 +124,14 @@ class Pagila:
         return rows[0][0] if rows else None
 
     def schema_dump(self) -> str:
-        """``pg_dump --schema-only`` without the keel catalog and without pg_dump's random \\restrict framing."""
+        """``pg_dump --schema-only`` without keel's own schemas (the catalog and the version schemas of views
+        each migration publishes) and without pg_dump's random \\restrict framing."""
+        versions = [row[0] for row in self.execute(
+            "SELECT nspname FROM pg_namespace WHERE obj_description(oid, 'pg_namespace') LIKE"
+            " 'keel.postgres version schema%%'")]
         completed = subprocess.run(
-            ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=keel", self.name],
+            ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=keel",
+             *["--exclude-schema=" + name for name in versions], self.name],
             env=_client_environment(self.cluster), capture_output=True, text=True, timeout=120, check=False)
         assert completed.returncode == 0, f"pg_dump failed: {completed.stderr}"
         lines = [line for line in completed.stdout.splitlines() if not line.startswith(("\\restrict ", "\\unrestrict "))]
