@@ -226,7 +226,7 @@ class MigrationRun:
                                 "cannot change once started (roll it back, or use a new name)".format(record.name))
 
     def _refuse_not_revertible(self) -> None:
-        refused = [op.describe() for op in self.operations if type(op).revert is Operation.revert]
+        refused = [op.describe() for op in self.operations if not op.revertible()]
         if refused:
             raise NotRevertible("cannot revert: {0} cannot be undone after completion; nothing was changed".format(
                 ", ".join(refused)))

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.engine import MigrationBusy
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import NotRevertible
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.report import migration_reports
 
 from tests.integration.schema_change.conftest import Db
@@ -169,6 +170,18 @@ def test_a_completed_migration_is_reverted_not_rolled_back(tables: Db, migrate: 
     with pytest.raises(MigrationBusy, match=r"completed; undo it with state: reverted"):
         migrate("widen", WIDEN_BALANCE, "rolled_back")
     snapshot.assert_unchanged()
+
+
+def test_a_revert_is_refused_before_any_change_when_an_operation_cannot_undo_itself(
+        tables: Db, migrate: Migrate, schema_dump: Dump) -> None:
+    # raw_sql without down: its up cannot be taken back, so the revert must not pretend it was.
+    operations = [{"raw_sql": {"tables": ["items"], "up": "CREATE INDEX items_name_idx ON items (name)"}}]
+    migrate("raw", operations, "completed")
+    snapshot = Snapshot(tables, schema_dump)
+    with pytest.raises(NotRevertible, match=r"raw_sql #0 cannot be undone after completion; nothing was changed"):
+        migrate("raw", operations, "reverted")
+    snapshot.assert_unchanged()
+    assert tables.migration_rows()[0][:2] == ("raw", "completed")
 
 
 def test_a_finalized_migration_cannot_be_undone(tables: Db, migrate: Migrate, schema_dump: Dump) -> None:
