@@ -9,7 +9,7 @@ reported where it is (``tenants[1].retention.dayz``) rather than ignored.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, NamedTuple
+from typing import Any, List, Mapping, NamedTuple, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 
@@ -38,18 +38,30 @@ class NamedSql(NamedTuple):
     sql: str
 
 
-def named_sql_entries(value: Any, field_name: str, name_purpose: str, sql_purpose: str) -> List[NamedSql]:
-    """A list of ``{name, sql}`` entries with unique names (query_latency's queries, restore_verify's assertions)."""
+class NamedEntry(NamedTuple):
+    where: str  # the entry's path, e.g. "verify_reads[2]"
+    name: str
+    mapping: Mapping[str, Any]
+
+
+def named_entries(value: Any, field_name: str, keys: Tuple[str, ...], name_purpose: str) -> List[NamedEntry]:
+    """A list of mappings with only ``keys`` (listed in the error in this order) and a ``name`` no other entry has."""
     if not isinstance(value, list):
-        raise InvalidOption(field_name, "must be a list of {name, sql} entries")
-    entries: List[NamedSql] = []
+        raise InvalidOption(field_name, "must be a list of {{{0}}} entries".format(", ".join(keys)))
+    entries: List[NamedEntry] = []
     names: dict = {}
     for index, entry in enumerate(value):
         where = "{0}[{1}]".format(field_name, index)
-        mapping = checked_mapping(entry, where, {"name", "sql"})
+        mapping = checked_mapping(entry, where, set(keys))
         name = required_text(mapping.get("name"), where + ".name", name_purpose)
         if name in names:
             raise InvalidOption(where + ".name", "{0!r} is already the name of {1}[{2}]".format(name, field_name, names[name]))
         names[name] = index
-        entries.append(NamedSql(where, name, required_text(mapping.get("sql"), where + ".sql", sql_purpose)))
+        entries.append(NamedEntry(where, name, mapping))
     return entries
+
+
+def named_sql_entries(value: Any, field_name: str, name_purpose: str, sql_purpose: str) -> List[NamedSql]:
+    """A list of ``{name, sql}`` entries with unique names (query_latency's queries, restore_verify's assertions)."""
+    return [NamedSql(entry.where, entry.name, required_text(entry.mapping.get("sql"), entry.where + ".sql", sql_purpose))
+            for entry in named_entries(value, field_name, ("name", "sql"), name_purpose)]

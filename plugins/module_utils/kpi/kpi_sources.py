@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated, read_record
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
 
 _KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 
@@ -29,10 +30,10 @@ _KEY_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 def rollback_durations(conn: Any, window_seconds: float) -> List[Dict[str, Any]]:
     """The rollbacks and reverts after completion that finished within the last ``window_seconds`` (server
     clock), oldest first: both are the time from deciding to go back to being back."""
-    if not conn.execute("SELECT to_regclass('keel.migrations') IS NOT NULL").fetchone()[0]:
+    version = catalog.catalog_version(conn)
+    if not version:
         return []
-    has_reverts = conn.execute("SELECT count(*) > 0 FROM pg_attribute WHERE attrelid = 'keel.migrations'::regclass"
-                               " AND attname = 'revert_seconds' AND NOT attisdropped").fetchone()[0]
+    has_reverts = version >= 2  # the catalog version that added reverts
     seconds = "CASE WHEN phase = 'reverted' THEN revert_seconds ELSE rollback_seconds END" if has_reverts \
         else "rollback_seconds"
     phases = "('rolled_back', 'reverted')" if has_reverts else "('rolled_back')"

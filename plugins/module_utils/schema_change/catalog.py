@@ -144,21 +144,25 @@ def ensure_catalog(conn: Any) -> None:
         conn.execute("INSERT INTO keel.catalog_version VALUES (%s)", (CATALOG_VERSION,))
 
 
-def load(conn: Any, name: str) -> Optional[MigrationRecord]:
-    if not catalog_exists(conn):
-        return None
-    if catalog_version(conn) < CATALOG_VERSION:
-        # Reading a version 1 catalog needs its new columns; the upgrade only adds columns and tables.
+def _readable(conn: Any) -> bool:
+    """Whether there is a catalog to read; one of an older version is upgraded first (reading it needs the new
+    columns, and the upgrade only adds columns and tables)."""
+    version = catalog_version(conn)
+    if version and version < CATALOG_VERSION:
         ensure_catalog(conn)
+    return bool(version)
+
+
+def load(conn: Any, name: str) -> Optional[MigrationRecord]:
+    if not _readable(conn):
+        return None
     row = conn.execute("SELECT " + _RECORD_COLUMNS + " FROM keel.migrations WHERE name = %s", (name,)).fetchone()
     return None if row is None else MigrationRecord(*row)
 
 
 def list_migrations(conn: Any, name: Optional[str] = None) -> List[MigrationRecord]:
-    if not catalog_exists(conn):
+    if not _readable(conn):
         return []
-    if catalog_version(conn) < CATALOG_VERSION:
-        ensure_catalog(conn)
     rows = conn.execute(
         "SELECT " + _RECORD_COLUMNS + " FROM keel.migrations WHERE %s::text IS NULL OR name = %s"
         " ORDER BY created_at, name",
@@ -233,6 +237,16 @@ def expired_completions(conn: Any, tables: List[str], base_schemas: List[str]) -
 def record_read_verification(conn: Any, name: str, query_name: str, ok: bool, outcome: Dict[str, Any]) -> None:
     conn.execute("INSERT INTO keel.read_verifications (migration, query_name, ok, outcome) VALUES (%s, %s, %s, %s)",
                  (name, query_name, ok, json.dumps(outcome)))
+
+
+def latest_read_verifications(conn: Any, name: str) -> List[Dict[str, Any]]:
+    """The newest outcome per read query of a migration."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (query_name) query_name, ran_at, ok, outcome FROM keel.read_verifications"
+        " WHERE migration = %s ORDER BY query_name, ran_at DESC",
+        (name,),
+    ).fetchall()
+    return [{"query": r[0], "ran_at": r[1].isoformat(), "ok": r[2], "outcome": r[3]} for r in rows]
 
 
 def record_error(conn: Any, name: str, message: str) -> None:

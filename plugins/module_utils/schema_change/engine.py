@@ -109,12 +109,13 @@ class MigrationRun:
         self.ctx = MigrationContext(conn, request.name, request.policy, request.backfill, metrics,
                                     revert_window=request.revert_window)
         self.tables = qualified_tables(conn, self.operations)
+        self.recorded = self._record()  # as the run found it; the phases update the catalog, not this
         self.versions = self._versions()
         self._held_locks: List[str] = []
 
     def _versions(self) -> MigrationVersions:
         base_schemas = sorted({table.split(".", 1)[0] for table in self.tables})
-        record = self._record()
+        record = self.recorded
         if record is not None and record.phase not in catalog.UNDONE and record.base_schema:
             return MigrationVersions(self.request.name, record.base_schema, record.version_schema)
         if not self.request.publish_views:
@@ -155,7 +156,7 @@ class MigrationRun:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, check_mode: bool) -> Dict[str, Any]:
-        record = self._record()
+        record = self.recorded
         phase = record.phase if record else None
         self._refuse_changed_operations(record)
         desired = "finalized" if self.request.state == "completed" and self.request.revert_window == 0 \

@@ -80,8 +80,7 @@ class MigrationVersions:
         def work(conn: Any) -> None:
             for statement in vs.drop_statements(schema):
                 conn.execute(statement)
-            if conn.execute("SELECT to_regclass('keel.version_schemas') IS NOT NULL").fetchone()[0]:
-                vs.record_dropped(conn, schema)
+            vs.record_dropped(conn, schema)
 
         # DROP SCHEMA takes ACCESS EXCLUSIVE on each view: readers of that version queue behind it.
         ctx.guarded("drop version schema {0}".format(schema), list(tables), work)

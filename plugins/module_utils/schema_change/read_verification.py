@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError, QueryFailed
-from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import checked_mapping, required_text
+from ansible_collections.keel.postgres.plugins.module_utils.option_shapes import named_entries, required_text
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import check_identifier
 from ansible_collections.keel.postgres.plugins.module_utils.sql_conditions import describe_condition, sql_condition
 
@@ -129,21 +129,9 @@ def parse_verify_reads(value: Any, field: str = "verify_reads") -> List[ReadQuer
     """``[{name, query, key}]``: unique names, one read statement each, keys plain column names."""
     if value is None:
         return []
-    if not isinstance(value, list):
-        raise InvalidOption(field, "must be a list of {name, query, key} entries")
-    queries: List[ReadQuery] = []
-    names: Dict[str, int] = {}
-    for index, entry in enumerate(value):
-        where = "{0}[{1}]".format(field, index)
-        mapping = checked_mapping(entry, where, {"name", "query", "key"})
-        name = required_text(mapping.get("name"), where + ".name", "a name for the read query")
-        if name in names:
-            raise InvalidOption(where + ".name",
-                                "{0!r} is already the name of {1}[{2}]".format(name, field, names[name]))
-        names[name] = index
-        query = single_read_statement(mapping.get("query"), where + ".query")
-        queries.append(ReadQuery(name=name, query=query, key=_parse_key(mapping.get("key"), where + ".key")))
-    return queries
+    return [ReadQuery(name=entry.name, query=single_read_statement(entry.mapping.get("query"), entry.where + ".query"),
+                      key=_parse_key(entry.mapping.get("key"), entry.where + ".key"))
+            for entry in named_entries(value, field, ("name", "query", "key"), "a name for the read query")]
 
 
 def single_read_statement(value: Any, where: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import version_schema as vs
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.migration_versions import MigrationVersions
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.old_readers import old_readers
 
 
@@ -36,7 +37,7 @@ def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
         "version_schema": record.version_schema,
         "version_schema_drift": _drift(conn, record),
         "old_versions": _old_versions(conn, record),
-        "read_verification": _read_verifications(conn, record.name),
+        "read_verification": catalog.latest_read_verifications(conn, record.name),
         "last_error": record.last_error,
         "progress": {
             "rows_backfilled": done,
@@ -58,8 +59,7 @@ def _old_versions(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
     what finalizing would drop (``wait_for_old_readers`` waits on the same lists)."""
     if not record.version_schema or record.phase in catalog.UNDONE or record.phase == catalog.FINALIZED:
         return {"schemas": [], "readers": {"active": [], "declared": []}}
-    names = [v["name"] for v in vs.published_versions(conn, record.base_schema)]
-    older = names[:names.index(record.version_schema)] if record.version_schema in names else names
+    older = MigrationVersions(record.name, record.base_schema, record.version_schema).older(conn)
     return {"schemas": older, "readers": old_readers(conn, older)}
 
 
@@ -68,14 +68,3 @@ def _drift(conn: Any, record: catalog.MigrationRecord) -> List[str]:
     if not record.version_schema or not vs.schema_exists(conn, record.version_schema):
         return []
     return vs.shape_drift(conn, record.version_schema)
-
-
-def _read_verifications(conn: Any, name: str) -> List[Dict[str, Any]]:
-    if conn.execute("SELECT to_regclass('keel.read_verifications') IS NULL").fetchone()[0]:
-        return []
-    rows = conn.execute(
-        "SELECT DISTINCT ON (query_name) query_name, ran_at, ok, outcome FROM keel.read_verifications"
-        " WHERE migration = %s ORDER BY query_name, ran_at DESC",
-        (name,),
-    ).fetchall()
-    return [{"query": r[0], "ran_at": r[1].isoformat(), "ok": r[2], "outcome": r[3]} for r in rows]

@@ -110,11 +110,7 @@ def published_versions(conn: Any, base_schema: str) -> List[Dict[str, Any]]:
 
 
 def schema_exists(conn: Any, name: str) -> bool:
-    return conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (name,)).fetchone()[0] if _quoted_ok(name) else False
-
-
-def _quoted_ok(name: str) -> bool:
-    return bool(re.fullmatch(r"[a-z_][a-z0-9_]*", name))
+    return conn.execute("SELECT to_regnamespace(quote_ident(%s)) IS NOT NULL", (name,)).fetchone()[0]
 
 
 # -- publishing -----------------------------------------------------------------------------

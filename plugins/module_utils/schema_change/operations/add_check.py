@@ -28,6 +28,7 @@ except ImportError:
 
 class AddCheck(Operation):
     kind = "add_check"
+    reverts_by_rollback = True
     required = ("table", "name", "check")
 
     def parse(self) -> None:
@@ -72,7 +73,3 @@ class AddCheck(Operation):
         info = ctx.maybe_table(self.table)
         if info is not None:
             drop_constraint(ctx, info, self.name)
-
-    def revert(self, ctx: MigrationContext) -> None:
-        """Completion only switched over: undoing it is undoing start."""
-        self.rollback(ctx)

@@ -51,6 +51,7 @@ except ImportError:
 
 class AddColumn(Operation):
     kind = "add_column"
+    reverts_by_rollback = True
     required = ("table", "column", "type")
     optional = ("default", "not_null", "check", "references", "up")
 
@@ -256,10 +257,6 @@ class AddColumn(Operation):
         ctx.guarded("roll back {0}".format(self.describe()), [info.qualified],
                     lambda conn: [conn.execute(s) for s in statements])
         drop_constraint(ctx, info, self._not_null_check(ctx))
-
-    def revert(self, ctx: MigrationContext) -> None:
-        """Completion only switched over: undoing it is undoing start."""
-        self.rollback(ctx)
 
     def finalize(self, ctx: MigrationContext) -> None:
         info = ctx.maybe_table(self.table)

@@ -36,6 +36,7 @@ PARTITIONED_FOREIGN_KEY = ("{0} is partitioned: PostgreSQL cannot add a NOT VALI
 
 class AddForeignKey(Operation):
     kind = "add_foreign_key"
+    reverts_by_rollback = True
     required = ("table", "name", "columns", "references")
     optional = ("on_delete",)
 
@@ -107,7 +108,3 @@ class AddForeignKey(Operation):
         info = ctx.maybe_table(self.table)
         if info is not None:
             drop_constraint(ctx, info, self.name)
-
-    def revert(self, ctx: MigrationContext) -> None:
-        """Completion only switched over: undoing it is undoing start."""
-        self.rollback(ctx)

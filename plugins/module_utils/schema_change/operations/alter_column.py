@@ -381,6 +381,20 @@ class AlterColumn(Operation):
             found.append((position, state["replaces"]))
         return found
 
+    def _index_swap_statements(self, ctx: MigrationContext, info: TableInfo, swapped: bool) -> List[Any]:
+        """The original index names go with the column under the column's name: to the rebuilt indexes when
+        ``swapped``, back to the originals otherwise; the others step aside under helper names."""
+        statements = []
+        for position, original in self._replaced_indexes(ctx):
+            aside, taking = self._old_index_name(ctx, position), self._shadow_index_name(ctx, position)
+            if not swapped:
+                aside, taking = taking, aside
+            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
+                sql.Identifier(info.schema, original), sql.Identifier(aside)))
+            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
+                sql.Identifier(info.schema, taking), sql.Identifier(original)))
+        return statements
+
     def _swap_columns(self, ctx: MigrationContext, info: TableInfo) -> None:
         """Old column out of the way (kept, in sync, for a revert), new column under the old name."""
         table, new, old = table_identifier(info), self._new_column(ctx), self._old_column(ctx)
@@ -397,11 +411,7 @@ class AlterColumn(Operation):
                 table, sql.Identifier(self.column)))
         statements.append(sql.SQL("ALTER TABLE {0} DROP CONSTRAINT IF EXISTS {1}").format(
             table, sql.Identifier(self._not_null_check(ctx))))
-        for position, original in self._replaced_indexes(ctx):
-            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
-                sql.Identifier(info.schema, original), sql.Identifier(self._old_index_name(ctx, position))))
-            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
-                sql.Identifier(info.schema, self._shadow_index_name(ctx, position)), sql.Identifier(original)))
+        statements += self._index_swap_statements(ctx, info, swapped=True)
 
         def work(conn: Any) -> None:
             for statement in statements:
@@ -472,11 +482,7 @@ class AlterColumn(Operation):
             table, sql.Identifier(self.column), sql.Identifier(new)))
         statements.append(sql.SQL("ALTER TABLE {0} RENAME COLUMN {1} TO {2}").format(
             table, sql.Identifier(old), sql.Identifier(self.column)))
-        for position, original in self._replaced_indexes(ctx):
-            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
-                sql.Identifier(info.schema, original), sql.Identifier(self._shadow_index_name(ctx, position))))
-            statements.append(sql.SQL("ALTER INDEX {0} RENAME TO {1}").format(
-                sql.Identifier(info.schema, self._old_index_name(ctx, position)), sql.Identifier(original)))
+        statements += self._index_swap_statements(ctx, info, swapped=False)
         statements.append(sql.SQL("ALTER TABLE {0} DROP COLUMN {1}").format(table, sql.Identifier(new)))
         ctx.guarded("revert {0} to type {1}".format(self.column, self._old_type(ctx)), [info.qualified],
                     lambda conn: [conn.execute(s) for s in statements])

@@ -131,12 +131,17 @@ class Operation:
         Default: nothing could be lost.
         """
 
+    # True when completion only switched over, so undoing it is undoing start.
+    reverts_by_rollback = False
+
     def revertible(self) -> bool:
-        return type(self).revert is not Operation.revert
+        return self.reverts_by_rollback or type(self).revert is not Operation.revert
 
     def revert(self, ctx: MigrationContext) -> None:
         """Undo ``complete`` while the old shape is still kept: back to the old shape, every write since kept."""
-        raise NotRevertible("{0} cannot be reverted after completion".format(self.describe()))
+        if not self.reverts_by_rollback:
+            raise NotRevertible("{0} cannot be reverted after completion".format(self.describe()))
+        self.rollback(ctx)
 
     def finalize(self, ctx: MigrationContext) -> None:
         """Drop what ``complete`` kept so the migration could be reverted. Default: nothing was kept."""

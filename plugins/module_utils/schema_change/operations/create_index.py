@@ -34,6 +34,7 @@ METHODS = ("btree", "hash", "gist", "gin", "brin", "spgist")
 
 class CreateIndex(Operation):
     kind = "create_index"
+    reverts_by_rollback = True
     required = ("table", "name", "columns")
     optional = ("unique", "method", "where")
 
@@ -158,7 +159,3 @@ class CreateIndex(Operation):
                 ctx.conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {0}").format(sql.Identifier(schema, child)))
         elif self._index_state(ctx, info) is not None:
             ctx.concurrently("drop index {0}".format(self.name), [info.qualified], self._drop(info))
-
-    def revert(self, ctx: MigrationContext) -> None:
-        """Completion only switched over: undoing it is undoing start."""
-        self.rollback(ctx)

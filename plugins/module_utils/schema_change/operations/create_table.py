@@ -27,6 +27,7 @@ COLUMN_KEYS = {"name", "type", "not_null", "default", "primary_key", "unique"}
 
 class CreateTable(Operation):
     kind = "create_table"
+    reverts_by_rollback = True
     required = ("table", "columns")
 
     def parse(self) -> None:
@@ -103,7 +104,3 @@ class CreateTable(Operation):
             return
         statement = sql.SQL("DROP TABLE IF EXISTS {0}").format(sql.Identifier(info.schema, info.name))
         ctx.guarded("drop table {0}".format(info.qualified), [info.qualified], lambda conn: conn.execute(statement))
-
-    def revert(self, ctx: MigrationContext) -> None:
-        """Completion only switched over: undoing it is undoing start."""
-        self.rollback(ctx)

@@ -28,6 +28,7 @@ except ImportError:
 
 class DropColumn(Operation):
     kind = "drop_column"
+    reverts_by_rollback = True
     required = ("table", "column")
 
     def parse(self) -> None:
@@ -96,9 +97,6 @@ class DropColumn(Operation):
                 table_identifier(info), sql.Identifier(check))]
         ctx.guarded("restore not null on {0}".format(self.column), [info.qualified],
                     lambda conn: [conn.execute(s) for s in statements])
-
-    def revert(self, ctx: MigrationContext) -> None:
-        self.rollback(ctx)
 
     def finalize(self, ctx: MigrationContext) -> None:
         info = ctx.table(self.table)

@@ -39,6 +39,7 @@ def dangerous_reasons(statement: str) -> List[str]:
 
 class RawSql(Operation):
     kind = "raw_sql"
+    reverts_by_rollback = True
     required = ("up",)
     optional = ("down", "tables")
 
@@ -90,9 +91,6 @@ class RawSql(Operation):
 
     def revertible(self) -> bool:
         return self.down is not None
-
-    def revert(self, ctx: MigrationContext) -> None:
-        self.rollback(ctx)
 
     def rollback(self, ctx: MigrationContext) -> None:
         state = ctx.load_state(self.state_key)

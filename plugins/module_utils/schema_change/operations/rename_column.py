@@ -71,18 +71,18 @@ class RenameColumn(Operation):
         return self._map_columns(ctx, shapes, self.table, lambda columns: [
             c._replace(name=self.new) if c.name == self.old else c for c in columns])
 
-    def revert(self, ctx: MigrationContext) -> None:
-        info = ctx.table(self.table)
-        if self.new not in info.columns:
-            return
-        statement = sql.SQL("ALTER TABLE {0} RENAME COLUMN {1} TO {2}").format(
-            table_identifier(info), sql.Identifier(self.new), sql.Identifier(self.old))
-        ctx.guarded("rename column {0} back".format(self.new), [info.qualified], lambda conn: conn.execute(statement))
-
     def complete(self, ctx: MigrationContext) -> None:
+        self._rename(ctx, self.old, self.new)
+
+    def revert(self, ctx: MigrationContext) -> None:
+        self._rename(ctx, self.new, self.old)
+
+    def _rename(self, ctx: MigrationContext, before: str, after: str) -> None:
+        """Only when ``before`` is still there: a repeated run finds the rename done."""
         info = ctx.table(self.table)
-        if self.old not in info.columns:
+        if before not in info.columns:
             return
         statement = sql.SQL("ALTER TABLE {0} RENAME COLUMN {1} TO {2}").format(
-            table_identifier(info), sql.Identifier(self.old), sql.Identifier(self.new))
-        ctx.guarded("rename column {0}".format(self.old), [info.qualified], lambda conn: conn.execute(statement))
+            table_identifier(info), sql.Identifier(before), sql.Identifier(after))
+        ctx.guarded("rename column {0} to {1}".format(before, after), [info.qualified],
+                    lambda conn: conn.execute(statement))
