@@ -228,10 +228,15 @@ def expired_completions(conn: Any, tables: List[str], base_schemas: List[str]) -
     """Completed migrations on these tables (or version schemas on these base schemas) past their revert window."""
     return [
         record for record in list_migrations(conn)
-        if record.phase == COMPLETED and record.revertible_until() is not None
-        and (set(record.tables) & set(tables) or (record.version_schema and record.base_schema in base_schemas))
-        and conn.execute("SELECT now() >= %s", (record.revertible_until(),)).fetchone()[0]
+        if (set(record.tables) & set(tables) or (record.version_schema and record.base_schema in base_schemas))
+        and window_ended(conn, record)
     ]
+
+
+def window_ended(conn: Any, record: MigrationRecord) -> bool:
+    """A completed migration's revert window has passed (by the server's clock, which stamped completed_at)."""
+    until = record.revertible_until()
+    return until is not None and conn.execute("SELECT now() >= %s", (until,)).fetchone()[0]
 
 
 def record_read_verification(conn: Any, name: str, query_name: str, ok: bool, outcome: Dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog, lock_guard
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog, lock_guard, version_schema
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import (
     TableInfo,
@@ -88,8 +88,6 @@ class MigrationContext:
         Same shape (names, order, types), so prepared statements on the views survive; to be
         called inside the guarded transaction that swaps the tables. Returns the views changed.
         """
-        from ansible_collections.keel.postgres.plugins.module_utils.schema_change import version_schema
-
         return version_schema.repoint_views(conn, from_oid, to_table)
 
     # -- remembering between phases and runs -----------------------------------

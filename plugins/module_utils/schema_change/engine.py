@@ -199,12 +199,12 @@ class MigrationRun:
 
     def _expired_window(self, record: Optional[catalog.MigrationRecord], desired: str) -> List[str]:
         """A completed migration past its revert window is finalized by whatever run comes next."""
-        until = record.revertible_until() if record else None
-        if until is None or not self.conn.execute("SELECT now() >= %s", (until,)).fetchone()[0]:
+        if record is None or not catalog.window_ended(self.conn, record):
             return []
         if desired == "reverted":
             raise MigrationBusy("the revert window of this migration ended at {0}; it is finalized by this run's "
-                                "request instead: run it with state: finalized".format(until.isoformat()))
+                                "request instead: run it with state: finalized".format(
+                                    record.revertible_until().isoformat()))
         return [FINALIZE] if desired in ("started", "completed", "finalized") else []
 
     def _finalize_expired_others(self) -> List[str]:

@@ -48,7 +48,7 @@ def phases_to_run(phase: Optional[str], desired: str) -> List[str]:
     if desired == "started":
         return [START] if fresh or phase == c.STARTING else []
     if desired == "completed":
-        return [step for step in _forward(phase, fresh) if step != FINALIZE] if phase != c.FINALIZED else []
+        return [step for step in _forward(phase, fresh) if step != FINALIZE]
     if desired == "finalized":
         return _forward(phase, fresh)
     if desired == "reverted":
