@@ -15,6 +15,10 @@ from typing import Any, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import TableInfo
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_relations import (
+    table_relations,
+    user_triggers,
+)
 
 try:
     from psycopg import sql
@@ -25,25 +29,20 @@ UNCOVERED_SAMPLE = 5
 
 
 def refuse_unconvertible(conn: Any, info: TableInfo, field: str) -> None:
-    facts = conn.execute(
-        "SELECT c.relispartition,"
-        " (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid OR inhrelid = c.oid),"
-        " (SELECT string_agg(conrelid::regclass::text || '.' || conname, ', ') FROM pg_constraint"
-        "   WHERE confrelid = c.oid AND contype = 'f'),"
-        " (SELECT string_agg(conname, ', ') FROM pg_constraint WHERE conrelid = c.oid AND contype = 'x'),"
-        " (SELECT string_agg(tgname, ', ') FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal"
-        "   AND tgname NOT LIKE '\\_keel\\_%%'),"
-        " (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid)"
-        " FROM pg_class c WHERE c.oid = %s", (info.oid,)).fetchone()
+    relations = table_relations(conn, info.oid)
+    referencing = sorted(relations.referenced_by + relations.self_references)
+    triggers = user_triggers(relations)
     refusals = [
         (info.partitioned, "it is partitioned already"),
-        (facts[0], "it is a partition of another table"),
-        (facts[1], "it takes part in inheritance"),
-        (facts[2], "foreign keys of other tables reference it ({0}); they would keep pointing at the first "
-                   "partition only".format(facts[2])),
-        (facts[3], "it has exclusion constraints ({0})".format(facts[3])),
-        (facts[4], "it has user triggers ({0}), which would fire for the first partition only".format(facts[4])),
-        (facts[5], "it has row level security policies"),
+        (relations.is_partition, "it is a partition of another table"),
+        (relations.in_inheritance, "it takes part in inheritance"),
+        (referencing, "foreign keys of other tables reference it ({0}); they would keep pointing at the first "
+                      "partition only".format(", ".join(referencing))),
+        (relations.exclusion_constraints, "it has exclusion constraints ({0})".format(
+            ", ".join(relations.exclusion_constraints))),
+        (triggers, "it has user triggers ({0}), which would fire for the first partition only".format(
+            ", ".join(triggers))),
+        (relations.has_policies, "it has row level security policies"),
         (info.dependent_views, "views read it ({0}), which would keep reading the first partition only".format(
             ", ".join(info.dependent_views))),
     ]

@@ -29,6 +29,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_
     TableInfo,
     table_identifier,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_relations import table_relations
 
 try:
     from psycopg import sql
@@ -72,21 +73,14 @@ class RewriteTable(Operation):
         if info.partitioned:
             raise InvalidOption(field, "{0} is partitioned; neither it nor its partitions can be rewritten online yet".format(info.qualified))
         backfill_key(info, field)
-        facts = ctx.conn.execute(
-            "SELECT c.relispartition,"
-            " (SELECT count(*) FROM pg_constraint WHERE confrelid = c.oid AND conrelid <> c.oid),"
-            " (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype IN ('f', 'x')),"
-            " (SELECT count(*) FROM pg_trigger WHERE tgrelid = c.oid AND NOT tgisinternal),"
-            " (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid OR inhrelid = c.oid),"
-            " (SELECT count(*) FROM pg_policy WHERE polrelid = c.oid)"
-            " FROM pg_class c WHERE c.oid = %s", (info.oid,)).fetchone()
+        relations = table_relations(ctx.conn, info.oid)
         refusals = [
-            (facts[0], "it is a partition (detaching and attaching is not supported yet)"),
-            (facts[1], "foreign keys of other tables reference it"),
-            (facts[2], "it has foreign keys or exclusion constraints"),
-            (facts[3], "it has user triggers"),
-            (facts[4], "it takes part in inheritance"),
-            (facts[5], "it has row level security policies"),
+            (relations.is_partition, "it is a partition (detaching and attaching is not supported yet)"),
+            (relations.referenced_by, "foreign keys of other tables reference it"),
+            (relations.foreign_keys or relations.exclusion_constraints, "it has foreign keys or exclusion constraints"),
+            (relations.triggers, "it has user triggers"),
+            (relations.in_inheritance, "it takes part in inheritance"),
+            (relations.has_policies, "it has row level security policies"),
             (info.dependent_views, "views read it ({0})".format(", ".join(info.dependent_views))),
         ]
         reasons = [reason for present, reason in refusals if present]
