@@ -68,9 +68,6 @@ class AttachMethod:
     def unique_name(self) -> str:
         return bounds.first_partition_name(self.op.table.name)[:59] + "_key"
 
-    def sequence_name(self, schema: str):
-        return lambda column: sql.Identifier(schema, "{0}_{1}_part_seq".format(self.op.table.name, column)[:63])
-
     # -- plan -------------------------------------------------------------------------------------
 
     def plan(self, ctx: MigrationContext, phase: str, rows: Any, name: str) -> List[p.PlanStep]:
@@ -120,7 +117,7 @@ class AttachMethod:
         info = ctx.table(self.op.table, self.op.sub("table"))
         if ctx.maybe_table(TableName(info.schema, self.parent_name(ctx))) is None:
             parent = sql.Identifier(info.schema, self.parent_name(ctx))
-            statements = create_statements(ctx, info, parent, self.op.key, "range", self.sequence_name(info.schema))
+            statements = create_statements(ctx, info, parent, self.op.key, "range")
             ctx.guarded("create partitioned parent for {0}".format(info.qualified), [],
                         lambda conn: [conn.execute(s) for s in statements])
 

@@ -57,9 +57,6 @@ class CopyMethod:
     def reverse(self, ctx: MigrationContext) -> str:
         return ctx.helper_name(self.op.index, "reverse", self.op.table.name)
 
-    def sequence_name(self, schema: str):
-        return lambda column: sql.Identifier(schema, "{0}_{1}_part_seq".format(self.op.table.name, column)[:63])
-
     # -- partitions ---------------------------------------------------------------------------
 
     def partition_statements(self, ctx: MigrationContext, info: TableInfo, parent: Any) -> List[Any]:
@@ -124,8 +121,7 @@ class CopyMethod:
         info = ctx.table(self.op.table, self.op.sub("table"))
         shadow = sql.Identifier(info.schema, self.shadow_name(ctx))
         if ctx.maybe_table(TableName(info.schema, self.shadow_name(ctx))) is None:
-            statements = create_statements(ctx, info, shadow, self.op.key, self.op.strategy,
-                                           self.sequence_name(info.schema))
+            statements = create_statements(ctx, info, shadow, self.op.key, self.op.strategy)
             statements += self.partition_statements(ctx, info, shadow)
             ctx.guarded("create partitioned copy of {0}".format(info.qualified), [],
                         lambda conn: [conn.execute(s) for s in statements])

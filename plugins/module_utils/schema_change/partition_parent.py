@@ -41,14 +41,13 @@ def parent_name_for(original: str) -> str:
     return original.encode("utf-8")[:MAX_IDENTIFIER_BYTES - len(suffix)].decode("utf-8", "ignore") + suffix
 
 
-def create_statements(ctx: Any, info: TableInfo, parent: Any, key: str, strategy: str,
-                      sequence_name: Any) -> List[Any]:
+def create_statements(ctx: Any, info: TableInfo, parent: Any, key: str, strategy: str) -> List[Any]:
     """Statements (one guarded transaction) creating ``parent`` empty, partitioned by ``key``."""
     statements = [sql.SQL(
         "CREATE TABLE {parent} (LIKE {table} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE"
         " INCLUDING COMMENTS INCLUDING COMPRESSION) PARTITION BY {strategy} ({key})").format(
         parent=parent, table=table_identifier(info), strategy=sql.SQL(strategy.upper()), key=sql.Identifier(key))]
-    statements += _identity_statements(ctx, info, parent, sequence_name)
+    statements += _identity_statements(ctx, info, parent)
     statements += _check_statements(ctx, info, parent)
     statements += [index.statement for index in parent_indexes(ctx, info, parent, key)]
     statements += _foreign_key_statements(ctx, info, parent)
@@ -56,7 +55,12 @@ def create_statements(ctx: Any, info: TableInfo, parent: Any, key: str, strategy
     return statements
 
 
-def _identity_statements(ctx: Any, info: TableInfo, parent: Any, sequence_name: Any) -> List[Any]:
+def identity_sequence(info: TableInfo, column: str) -> Any:
+    """The parent's own identity sequence: a new one, continuing from the table's current value."""
+    return sql.Identifier(info.schema, "{0}_{1}_part_seq".format(info.name, column)[:63])
+
+
+def _identity_statements(ctx: Any, info: TableInfo, parent: Any) -> List[Any]:
     rows = ctx.conn.execute(
         "SELECT attname, attidentity, pg_get_serial_sequence(%s, attname) FROM pg_attribute"
         " WHERE attrelid = %s AND attidentity <> '' AND NOT attisdropped", (info.qualified, info.oid)).fetchall()
@@ -67,7 +71,7 @@ def _identity_statements(ctx: Any, info: TableInfo, parent: Any, sequence_name: 
         statements.append(sql.SQL(
             "ALTER TABLE {parent} ALTER COLUMN {column} ADD GENERATED {kind} AS IDENTITY"
             " (SEQUENCE NAME {sequence} START WITH {start})").format(
-            parent=parent, column=sql.Identifier(column), sequence=sequence_name(column),
+            parent=parent, column=sql.Identifier(column), sequence=identity_sequence(info, column),
             kind=sql.SQL("ALWAYS" if kind == "a" else "BY DEFAULT"), start=sql.Literal(current)))
     return statements
 
