@@ -28,9 +28,17 @@ for a second or two adds the same delay to every query in it), so samples
 next to each other are not independent; resampling single samples would
 treat one spell as many independent events and give an interval far too
 narrow. The interval is the 2.5th and 97.5th percentile of the resampled p99
-ratios. ``significant`` means the whole interval lies above 1.0. The overall
-interval resamples each query separately (stratified), so every query keeps
-its weight.
+ratios. ``significant`` means the whole interval lies above 1.0.
+
+The overall interval keeps every query's weight and resamples the same
+blocks of rounds for every query: round ``r`` ran every query at about the
+same moment, so a spell of noise slows all of them together. Drawing each
+query's blocks independently would let one query's slow spell be offset by
+another's quiet one, and pooled over several queries the interval would come
+out narrower than any single query's, strong enough to call a host that was
+simply busier during one measurement a regression. When the queries of one
+side do not have the same number of blocks (a hand-made file), their blocks
+are drawn independently.
 """
 
 from __future__ import annotations
@@ -251,7 +259,7 @@ def compare(
             "resampling_unit": "blocks of consecutive rounds, {0} per query and side".format(blocks),
             "resamples": resamples,
             "seed": seed,
-            "overall_resampling": "stratified by query",
+            "overall_resampling": "the same blocks of rounds for every query",
             "percentile_definition": DEFINITION,
             "significant_when": "the lower bound of the p99 ratio interval is above 1.0",
         },
@@ -297,8 +305,9 @@ def bootstrap_ratio_interval(
     """Block-bootstrap interval of percentile_q(current) / percentile_q(baseline).
 
     Every group (one query's samples, in the order they were taken) is cut into ``blocks`` consecutive runs; each
-    resample draws, group by group and on both sides, as many blocks as the group has, with replacement. The same
-    ``seed`` gives the same interval. ``blocks`` equal to the sample count is the plain per-sample bootstrap.
+    resample draws, on both sides, as many blocks as a group has, with replacement, and takes the same block
+    positions from every group of a side (groups are rounds of the same queries). The same ``seed`` gives the same
+    interval. ``blocks`` equal to the sample count is the plain per-sample bootstrap.
     """
     if resamples < 1:
         raise ValueError("resamples must be at least 1")
@@ -356,10 +365,18 @@ def p99_unreliable_queries(document: Mapping[str, Any]) -> List[str]:
 
 
 def _resample(rng: random.Random, grouped_blocks: Sequence[Sequence[Sequence[float]]]) -> List[float]:
+    """One resample of a side: the same drawn block positions for every group when they all have as many blocks."""
+    counts = {len(group) for group in grouped_blocks}
     values: List[float] = []
-    for group in grouped_blocks:
-        for block in rng.choices(group, k=len(group)):
-            values.extend(block)
+    if len(counts) == 1:
+        positions = rng.choices(range(counts.pop()), k=len(grouped_blocks[0]))
+        for group in grouped_blocks:
+            for position in positions:
+                values.extend(group[position])
+    else:
+        for group in grouped_blocks:
+            for block in rng.choices(group, k=len(group)):
+                values.extend(block)
     values.sort()
     return values
 

@@ -218,6 +218,23 @@ def test_a_spell_of_noise_widens_the_block_interval_where_single_samples_would_c
     assert per_block[0] <= 1.0
 
 
+def test_a_spell_that_slows_every_query_at_once_is_not_called_significant_overall():
+    # Rounds run every query, so a busy moment on the host slows all of them in the same rounds. The overall interval
+    # must draw the same rounds for every query: drawn independently, four queries' spells would average out across
+    # resamples and the pooled interval would sit far above 1.0 on a spell no single query can tell from noise.
+    baseline = [noisy(10 + index, count=300) for index in range(4)]
+    current = [spell_of_noise(20 + index, 140) for index in range(4)]
+    per_query = [bootstrap_ratio_interval([base], [now]) for base, now in zip(baseline, current)]
+    assert any(low <= 1.0 for low, high in per_query)
+    low, high = bootstrap_ratio_interval(baseline, current)
+    assert low <= 1.0 < high
+
+
+def test_groups_with_different_block_counts_are_drawn_independently():
+    interval = bootstrap_ratio_interval([noisy(1, count=100), noisy(2, count=3)], [noisy(3, count=100), noisy(4, count=3)])
+    assert all(0.5 < bound < 2.0 for bound in interval)
+
+
 def test_compare_matches_queries_by_name_and_reports_the_missing_ones():
     baseline = document({"kept": noisy(1), "slower": noisy(2), "gone": noisy(3)})
     current = document({"new": noisy(4), "slower": [value * 3 for value in noisy(5)], "kept": noisy(6)}, runs=50)
