@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - keel.postgres.backup_tenants
   - keel.postgres.backup_store
   - keel.postgres.key_provider
+  - keel.postgres.observability
 attributes:
   check_mode:
     support: full
@@ -182,9 +183,54 @@ audit:
   returned: when a backup was attempted
   type: dict
 metrics:
-  description: Wall time per phase in milliseconds and byte counters.
+  description:
+    - Wall time per phase in milliseconds and byte counters.
+    - The same figures go to O(metrics_textfile) and, as spans, to O(otlp_endpoint); docs/observability.md lists
+      them.
   returned: always
   type: dict
+  contains:
+    duration_ms:
+      description: Wall time of the run in milliseconds.
+      type: float
+      returned: always
+    phases_ms:
+      description: Wall time per phase in milliseconds, repetitions added up.
+      type: dict
+      returned: always
+    phases:
+      description:
+        - Per phase, C(duration_ms), C(repetitions), the C(counters) counted while it ran and C(rates)
+          (C(<counter>_per_second) for counters of rows and bytes).
+      type: dict
+      returned: always
+    counters:
+      description:
+        - Counts and sums of the run. Names carry their unit (C(_bytes), C(_ms), C(_seconds)); a name without one is a
+          count. Counters named C(longest_*), C(peak_*) or C(max_*) keep the largest value seen.
+      type: dict
+      returned: always
+    gauges:
+      description: Readings of the run, such as sizes before and after, throughput or cost.
+      type: dict
+      returned: always
+    series:
+      description: Readings split by labels, each with C(name), C(labels) and C(value) (per tenant and tier, say).
+      type: list
+      elements: dict
+      returned: always
+    labels:
+      description:
+        - What the run worked on (C(db), C(schema), C(table), C(migration), C(tenant), C(tier), C(store)); the same
+          labels go on the Prometheus series and the spans.
+      type: dict
+      returned: always
+    exported:
+      description:
+        - Where the metrics went, C(textfile) (the path written, or null), C(trace_id) (32 hex digits, or null) and
+          C(spans) (how many spans were sent).
+      type: dict
+      returned: always
 """
 
 import datetime

@@ -20,33 +20,16 @@ the same bytes and an unchanged file is not rewritten.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ansible_collections.keel.postgres.plugins.module_utils.observe.exposition import escape_help, label_set, sample_line
 
 Sample = Tuple[Dict[str, str], float]
 
 
-def escape_label_value(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
 def family(name: str, help_text: str, samples: Sequence[Sample]) -> List[str]:
     lines = ["# HELP {0} {1}".format(name, escape_help(help_text)), "# TYPE {0} gauge".format(name)]
-    for labels, value in samples:
-        label_text = ",".join('{0}="{1}"'.format(key, escape_label_value(labels[key])) for key in sorted(labels))
-        lines.append("{0}{1} {2}".format(name, "{" + label_text + "}" if label_text else "", format_value(value)))
+    lines.extend(sample_line(name, label_set(labels), value) for labels, value in samples)
     return lines
 
 

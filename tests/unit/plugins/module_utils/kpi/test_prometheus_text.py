@@ -77,9 +77,3 @@ def test_rendering_is_deterministic_and_skips_what_was_not_measured():
     families = parsed(prometheus_text.render(only_mttr))
     assert set(families) == {"keel_kpi_threshold", "keel_kpi_breached"}
     assert samples(families["keel_kpi_breached"]) == {(("kpi", "rollback_mttr"),): 0.0}
-
-
-def test_escaping_helpers():
-    assert prometheus_text.escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
-    assert prometheus_text.escape_help("x\\y\nz") == "x\\\\y\\nz"
-    assert prometheus_text.format_value(float("nan")) == "NaN" and prometheus_text.format_value(float("inf")) == "+Inf"
