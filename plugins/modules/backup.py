@@ -76,6 +76,20 @@ options:
   client_bin_dir:
     description: Directory of C(pg_dump). Defaults to the newest one found on PATH or in the usual per-version directories.
     type: path
+  cost_table:
+    description:
+      - Prices and footprint factors per tier or storage class, to report C(cost) (see docs/cost.md for the format and units).
+      - "C(currency), C(tiers) (tier name -> C(price_gb_month) (required), C(price_per_1000_put), C(price_per_1000_get),
+        C(price_gb_retrieved), C(min_storage_days), C(kwh_per_tb_month), C(gco2e_per_kwh)) and optionally C(archive_tier)."
+      - Without it no cost is reported.
+    type: dict
+  progress_file:
+    description:
+      - While the dump streams, rewrite this JSON file (atomically, at most every 2 seconds) with percent done, rate and
+        ETA, for runs with Ansible C(async), whose job file only holds the result once the module exits.
+      - The total is estimated from C(pg_database_size), so percent stays at most 99 until the stream ends.
+      - Its directory must exist.
+    type: path
 notes:
   - The password of the database role reaches pg_dump through its environment, never its command line.
   - Orphans of failed backups (incomplete uploads, data objects without manifest) are removed by M(keel.postgres.backup_retention).
@@ -135,7 +149,9 @@ manifest:
   returned: when a backup was made
   type: str
 sizes:
-  description: Bytes dumped (C(raw)), after compression (C(compressed)), as stored with header and tags (C(stored), C(object)).
+  description:
+    - Bytes dumped (C(raw)), after compression (C(compressed)), as stored with header and tags (C(stored), C(object)),
+      and the manifest object's size (C(manifest)).
   returned: when a backup was made
   type: dict
 compression_ratio:
@@ -170,6 +186,25 @@ legal_hold:
   description: Whether a legal hold was placed.
   returned: when a backup was made
   type: bool
+storage_class:
+  description: The storage class the store reports for the data object (V(STANDARD) when S3 omits it; null for a file store).
+  returned: when a backup was made
+  type: str
+tier:
+  description: The tenant's C(retention.tier), the tier the backup is priced in.
+  returned: when a backup was made
+  type: str
+cost:
+  description:
+    - With O(cost_table), what the new backup adds per month, per tier (C(tiers) with C(bytes), C(backups), C(monthly_cost),
+      C(energy_kwh_per_month), C(carbon_grams_per_month)) and in total, with C(currency), C(unpriced_tiers) and C(requests_cost)
+      (the S3 requests of this run at the tier's request prices).
+  returned: when a backup was made and O(cost_table) is set
+  type: dict
+progress:
+  description: With O(progress_file), its final content (C(state), C(percent), C(raw_bytes_done), C(expected_bytes), C(eta_seconds)).
+  returned: when a backup was made and O(progress_file) is set
+  type: dict
 skipped_because:
   description: The recent backup that made this run skip (see O(skip_if_newer_than)).
   returned: when skipped
@@ -237,8 +272,12 @@ import datetime
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_request import backup_request_from
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_run import BackupRun
+from ansible_collections.keel.postgres.plugins.module_utils.backup.cost_report import new_backup_cost
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import record_store_requests
+from ansible_collections.keel.postgres.plugins.module_utils.backup.progress import check_progress_path
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.observe.cost import parse_cost_table
 
 
 def argument_spec():
@@ -252,12 +291,16 @@ def argument_spec():
         table_stats=dict(type="str", choices=["fingerprints", "row_counts", "none"], default="fingerprints"),
         skip_if_newer_than=dict(type="str"),
         client_bin_dir=dict(type="path"),
+        cost_table=dict(type="dict"),
+        progress_file=dict(type="path"),
     )
     return spec
 
 
 def backup(module):
     request = backup_request_from(module.params)
+    table = parse_cost_table(module.params.get("cost_table"))
+    progress_file = check_progress_path(module.params.get("progress_file"))
     store, keys = open_store_and_keys(module.params)
     run = BackupRun(
         request, store, keys,
@@ -265,14 +308,22 @@ def backup(module):
         metrics=module.metrics,
         client_bin_dir=module.params.get("client_bin_dir"),
         conn_kwargs=module.client_tool_connection(request.database, "pg_dump"),
+        progress_file=progress_file,
     )
-    now = datetime.datetime.now(datetime.timezone.utc)
-    recent = run.recent_backup(now)
-    if recent is not None:
-        return {"changed": False, "tenant": request.tenant.name, "skipped_because": recent}
-    if module.check_mode:
-        return {"changed": True, "tenant": request.tenant.name, "plan": run.plan(now)}
-    return run.execute(now)
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        recent = run.recent_backup(now)
+        if recent is not None:
+            return {"changed": False, "tenant": request.tenant.name, "skipped_because": recent}
+        if module.check_mode:
+            return {"changed": True, "tenant": request.tenant.name, "plan": run.plan(now)}
+        result = run.execute(now)
+        if table is not None:
+            result["cost"] = new_backup_cost(table, result["tenant"], result["tier"], result["sizes"]["object"] + result["sizes"]["manifest"],
+                                             store.requests.counts(), module.metrics)
+        return result
+    finally:
+        record_store_requests(store, module.metrics)
 
 
 def main():

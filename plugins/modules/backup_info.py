@@ -44,6 +44,20 @@ options:
       - Reads the whole backup set from the store; nothing is written anywhere.
     type: bool
     default: false
+  cost_table:
+    description:
+      - Prices and footprint factors per tier or storage class, to report each tenant's C(cost) (see docs/cost.md for the
+        format and units).
+      - "C(currency), C(tiers) (tier name -> C(price_gb_month) (required), C(price_per_1000_put), C(price_per_1000_get),
+        C(price_gb_retrieved), C(min_storage_days), C(kwh_per_tb_month), C(gco2e_per_kwh)) and optionally C(archive_tier)."
+    type: dict
+  what_if_archive_after_days:
+    description:
+      - With O(cost_table), also report C(what_if), the cost and footprint if every backup older than this many days were
+        in the table's C(archive_tier), and the saving in percent.
+      - It corresponds to an S3 lifecycle transition rule (Days = this value, StorageClass = the archive tier), which
+        Object Lock allows on locked objects; see docs/cost.md.
+    type: int
 seealso:
   - module: keel.postgres.backup
   - module: keel.postgres.backup_retention
@@ -79,6 +93,13 @@ tenants:
           C(stored_bytes), C(lock_mode), C(retain_until), C(legal_hold), C(key_id), C(tables), C(mac_status)
           (V(verified), V(failed), V(key_shredded), V(key_unavailable), V(not_checked)), C(problem) and C(verification)
           (the latest restore verification record, or null).
+        - "C(provenance): the schema state the backup holds, as recorded at dump time in its (MAC-covered) manifest:
+          C(server_version), C(server_version_num), C(from_standby), C(snapshot_lsn) (WAL position read in the dump's
+          snapshot; every change the backup holds is at or before it), C(snapshot_at), C(schema_fingerprint) (SHA-256 of
+          the dumped schemas' structure, method C(fingerprint_method)), C(schemas) and C(migrations) (each keel migration
+          in the database's catalog with C(name), C(state), C(schema), C(version_schema), C(started_at), C(updated_at),
+          C(completed_at), C(finalized_at); empty without a catalog). Null for backups made before provenance was
+          recorded."
         - With O(read_data), also C(integrity) (V(ok) or the problem found) and C(integrity_error) (the error kind).
       type: list
       elements: dict
@@ -95,6 +116,24 @@ tenants:
     stored_bytes:
       description: Bytes held by the tenant's published backups.
       type: int
+    cost:
+      description:
+        - With O(cost_table), per tier (C(tiers) with C(bytes), C(backups), C(monthly_cost), C(energy_kwh_per_month),
+          C(carbon_grams_per_month)) and in total, with C(currency) and C(unpriced_tiers) (tiers missing from the table,
+          which make the totals null).
+      type: dict
+cost:
+  description: With O(cost_table), C(currency), C(monthly_cost), C(energy_kwh_per_month) and C(carbon_grams_per_month) over all listed tenants.
+  returned: when O(cost_table) is set
+  type: dict
+what_if:
+  description:
+    - With O(what_if_archive_after_days), C(current) and C(what_if) totals (C(bytes), C(monthly_cost), C(energy_kwh_per_month),
+      C(carbon_grams_per_month)), C(moved_backups), C(moved_bytes), C(saving_percent), C(energy_saving_percent),
+      C(carbon_saving_percent), the one-off C(transition_cost) and C(early_deletion_cost), C(lifecycle_rule) and the same
+      per tenant in C(tenants).
+  returned: when O(what_if_archive_after_days) is set
+  type: dict
 metrics:
   description:
     - Wall time per phase in milliseconds.
@@ -146,13 +185,18 @@ metrics:
       returned: always
 """
 
+import datetime
+
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import MAC_VERIFIED, list_backups
+from ansible_collections.keel.postgres.plugins.module_utils.backup.cost_report import held_cost, summed, what_if
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import record_store_requests
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
-from ansible_collections.keel.postgres.plugins.module_utils.errors import KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.observe.cost import parse_cost_table
 
 
 def argument_spec():
@@ -161,6 +205,8 @@ def argument_spec():
         tenant=dict(type="str"),
         check_macs=dict(type="bool", default=True),
         read_data=dict(type="bool", default=False),
+        cost_table=dict(type="dict"),
+        what_if_archive_after_days=dict(type="int"),
     )
     return spec
 
@@ -179,6 +225,7 @@ def read_and_check(store, keys, entry, metrics):
 
 
 def describe_tenant(store, keys, tenant, params, metrics):
+    """The tenant's report, and its published backups (for cost)."""
     entries = list_backups(store, tenant.name, keys, check_macs=params["check_macs"] or params["read_data"])
     published = [entry for entry in entries if entry.published]
     verified = [entry for entry in published if entry.mac_status == MAC_VERIFIED]
@@ -191,16 +238,34 @@ def describe_tenant(store, keys, tenant, params, metrics):
         "incomplete_uploads": len(store.incomplete_uploads(layout.backups_prefix(tenant.name))),
         "latest_backup": verified[-1].backup_id if verified else None,
         "stored_bytes": sum(entry.stored_bytes for entry in published),
-    }
+    }, published
 
 
 def backup_info(module):
     tenants = selected_tenants(module.params)[0]
+    table = parse_cost_table(module.params.get("cost_table"))
+    if module.params.get("what_if_archive_after_days") is not None and table is None:
+        raise InvalidOption("what_if_archive_after_days", "needs cost_table, with an archive_tier")
     store, keys = open_store_and_keys(module.params)
-    with module.metrics.phase("list"):
-        reports = [describe_tenant(store, keys, tenant, module.params, module.metrics) for tenant in tenants]
+    module.metrics.label(store=store.kind, tenant=module.params.get("tenant"))
+    try:
+        with module.metrics.phase("list"):
+            described = [describe_tenant(store, keys, tenant, module.params, module.metrics) for tenant in tenants]
+    finally:
+        record_store_requests(store, module.metrics)
+    reports = [report for report, _published in described]
     module.metrics.count("backups", sum(len(report["backups"]) for report in reports))
-    return {"changed": False, "tenants": reports}
+    result = {"changed": False, "tenants": reports}
+    if table is not None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        listings = {tenant.name: published for tenant, (_report, published) in zip(tenants, described)}
+        for tenant, report in zip(tenants, reports):
+            report["cost"] = held_cost(table, tenant, listings[tenant.name], now, module.metrics)
+        result["cost"] = summed([report["cost"] for report in reports], table.currency)
+        what_if_report = what_if(table, tenants, listings, now, module.params.get("what_if_archive_after_days"))
+        if what_if_report is not None:
+            result["what_if"] = what_if_report
+    return result
 
 
 def main():

@@ -63,6 +63,16 @@ options:
         C({hot: 0.023, GLACIER_IR: 0.004}). Tiers missing from it are reported in C(unpriced_tiers) and make the total null."
     type: dict
     default: {}
+  cost_table:
+    description:
+      - Prices and footprint factors per tier or storage class (see docs/cost.md for the format and units); replaces
+        O(price_per_gib_month), which must then be empty.
+      - "C(currency), C(tiers) (tier name -> C(price_gb_month) (required), C(price_per_1000_put), C(price_per_1000_get),
+        C(price_gb_retrieved), C(min_storage_days), C(kwh_per_tb_month), C(gco2e_per_kwh)) and optionally C(archive_tier)."
+      - Each tenant's C(cost) then also carries C(currency), C(energy_kwh_per_month) and C(carbon_grams_per_month), and
+        C(deleted_cost) prices what was deleted, with the C(early_deletion_cost) of removing backups before a tier's
+        C(min_storage_days).
+    type: dict
 seealso:
   - module: keel.postgres.backup
   - module: keel.postgres.backup_info
@@ -117,9 +127,20 @@ tenants:
     cost:
       description: C(tiers) (per tier C(bytes), C(backups), C(monthly_cost)), C(bytes), C(monthly_cost), C(unpriced_tiers).
       type: dict
+    deleted_cost:
+      description:
+        - With O(cost_table), the deleted backups per tier (C(tiers), C(bytes), C(monthly_cost), C(energy_kwh_per_month),
+          C(carbon_grams_per_month)) and C(early_deletion_cost), the minimum-storage charge for deleting them.
+      type: dict
     audit:
       description: The audit event written, when something was deleted.
       type: dict
+cost:
+  description:
+    - With O(cost_table), C(currency), C(monthly_cost), C(energy_kwh_per_month) and C(carbon_grams_per_month) of what is
+      kept over all tenants, and C(early_deletion_cost) of what was deleted.
+  returned: when O(cost_table) is set
+  type: dict
 deleted_bytes:
   description: Bytes freed over all tenants.
   returned: always
@@ -186,11 +207,13 @@ metrics:
 
 import datetime
 
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import record_store_requests
 from ansible_collections.keel.postgres.plugins.module_utils.backup.retention_run import RetentionRun, RetentionSettings
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.observe.cost import parse_cost_table
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
 
 
@@ -202,6 +225,7 @@ def argument_spec():
         bypass_governance=dict(type="bool", default=False),
         accept_longer_locks=dict(type="bool", default=False),
         price_per_gib_month=dict(type="dict", default={}),
+        cost_table=dict(type="dict"),
     )
     return spec
 
@@ -219,6 +243,9 @@ def price_table(prices):
 
 
 def settings_from(params, check_mode):
+    table = parse_cost_table(params.get("cost_table"))
+    if table is not None and params["price_per_gib_month"]:
+        raise InvalidOption("price_per_gib_month", "give either price_per_gib_month or cost_table, not both")
     return RetentionSettings(
         orphan_grace=datetime.timedelta(seconds=parse_duration(params["orphan_grace"], "orphan_grace")),
         bypass_governance=params["bypass_governance"],
@@ -226,6 +253,7 @@ def settings_from(params, check_mode):
         prices=price_table(params["price_per_gib_month"]),
         actor=params.get("audit_actor"),
         dry_run=check_mode,
+        cost_table=table,
     )
 
 
@@ -233,8 +261,12 @@ def backup_retention(module):
     tenants, positions = selected_tenants(module.params)
     settings = settings_from(module.params, module.check_mode)
     store, keys = open_store_and_keys(module.params)
+    module.metrics.label(store=store.kind, tenant=module.params.get("tenant"))
     run = RetentionRun(tenants, positions, store, keys, settings, module.metrics)
-    result = run.execute(datetime.datetime.now(datetime.timezone.utc))
+    try:
+        result = run.execute(datetime.datetime.now(datetime.timezone.utc))
+    finally:
+        record_store_requests(store, module.metrics)
     if result["failures"]:
         error = KeelError("the store refused {0} deletion(s): {1}".format(
             len(result["failures"]), "; ".join(failure["error"] for failure in result["failures"])))

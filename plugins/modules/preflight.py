@@ -21,6 +21,8 @@ author:
   - keel.postgres maintainers (@keel-postgres)
 extends_documentation_fragment:
   - keel.postgres.connection
+  - keel.postgres.backup_store
+  - keel.postgres.key_provider.optional
   - keel.postgres.observability
 attributes:
   check_mode:
@@ -61,6 +63,37 @@ options:
       - Directory holding C(pg_dump) and C(pg_restore).
       - When unset, the newest copy among E(PATH), C(/usr/lib/postgresql/*/bin) and C(/usr/pgsql-*/bin) is used.
     type: path
+  backup_coverage:
+    description:
+      - Check that every recent migration in the keel catalog of this database is covered by a verified backup, and
+        report each in RV(backup_coverage). Needs O(tenants), O(store) and O(key_provider); only read from the store.
+      - "Checked: every migration not rolled back or reverted that is not finalized (in flight, or completed and still
+        revertible), and every finalized one completed within O(backup_coverage.within)."
+      - "Covered: one backup of a tenant whose C(database) is this database, whose scope holds the migration's tables,
+        whose manifest authenticates with the tenant's key and records provenance in which the migration is absent (or
+        rolled back or reverted), so its snapshot was taken before the migration started, and whose latest restore
+        verification (M(keel.postgres.restore_verify)) passed with an authenticated record."
+      - An uncovered migration is a warning, or a failed check with O(fail_on.require_backup_coverage).
+    type: dict
+    suboptions:
+      tenant:
+        description: Only this tenant's backups (one of O(tenants)). By default every tenant whose C(database) is this database.
+        type: str
+      within:
+        description: How long after completion a finalized migration is still checked, for example V(7d) or V(12h); a bare number is seconds.
+        type: raw
+        default: 7d
+  tenants:
+    description:
+      - Every tenant's backup policy (the C(keel_tenants) inventory variable), as for M(keel.postgres.backup). Needed with
+        O(backup_coverage).
+    type: list
+    elements: dict
+  store:
+    description:
+      - Where the backups are, as for M(keel.postgres.backup). Needed with O(backup_coverage); only read.
+    type: dict
+    required: false
   fail_on:
     description:
       - Thresholds that turn the report into a gate. Unset checks are only reported.
@@ -92,6 +125,12 @@ options:
         default: false
       require_pg_stat_statements:
         description: Fail when C(pg_stat_statements) cannot be read in this database.
+        type: bool
+        default: false
+      require_backup_coverage:
+        description:
+          - Fail when a migration checked by O(backup_coverage) is not covered by a verified backup (one failed check per
+            migration, naming it and why). Needs O(backup_coverage).
         type: bool
         default: false
 seealso:
@@ -160,6 +199,15 @@ failed_checks:
       description: A readable sentence with value and threshold.
       type: str
       sample: "transaction of pid 4242 (psql, state 'idle in transaction') is 65.2 s old, threshold 30.0 s"
+backup_coverage:
+  description:
+    - With O(backup_coverage), one entry per migration checked, with C(name), C(state), C(started_at), C(completed_at),
+      C(covered), the newest covering backup (C(tenant), C(backup_id)) and, when not covered, C(reason). Empty otherwise.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: add_vip, state: started, started_at: "2026-11-26T01:02:03+00:00", completed_at: null, covered: false,
+            tenant: null, backup_id: null, reason: "1 backup(s) precede its start, but none passed restore verification"}]
 server:
   description: Facts about the server and session.
   returned: always
@@ -299,8 +347,12 @@ metrics:
       returned: always
 """
 
+from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import key_provider_option
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_library_errors
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import store_argument_spec
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.preflight.backup_coverage import coverage_request_from
 from ansible_collections.keel.postgres.plugins.module_utils.preflight.gates import gate_options_spec, parse_gate_policy
 from ansible_collections.keel.postgres.plugins.module_utils.preflight.report import PreflightRequest, run_preflight
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
@@ -314,6 +366,10 @@ def argument_spec():
         client_tools=dict(type="str", choices=["required", "report", "skip"], default="required"),
         client_bin_dir=dict(type="path"),
         fail_on=dict(type="dict", default={}, options=gate_options_spec()),
+        backup_coverage=dict(type="dict", options=dict(tenant=dict(type="str"), within=dict(type="raw", default="7d"))),
+        tenants=dict(type="list", elements="dict"),
+        store=dict(type="dict", options=store_argument_spec()),
+        key_provider=key_provider_option(required=False),
     )
 
 
@@ -327,6 +383,7 @@ def request_from(params):
         client_tools=params["client_tools"],
         client_bin_dir=params["client_bin_dir"],
         policy=parse_gate_policy(params["fail_on"]),
+        backup_coverage=coverage_request_from(params),
     )
 
 
@@ -334,13 +391,19 @@ def preflight(module):
     request = request_from(module.params)  # every option is checked before connecting
     conn = module.connect()
     try:
-        return run_preflight(conn, request, module.metrics)
+        report = run_preflight(conn, request, module.metrics)
     finally:
         conn.close()
+    for entry in report["backup_coverage"]:
+        if not entry["covered"]:  # not gated (a gate would have failed the run): a warning
+            module.warn("migration {0} is not covered by a verified backup: {1}".format(entry["name"], entry["reason"]))
+    return report
 
 
 def main():
     module = KeelModule("preflight", argument_spec(), supports_check_mode=True)
+    if module.params.get("backup_coverage") is not None:
+        module.require_libraries(backup_library_errors())
     module.run(preflight)
 
 

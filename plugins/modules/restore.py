@@ -202,6 +202,7 @@ metrics:
 import datetime
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_selection import check_backup_id
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import record_store_requests
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_run import RestoreRequest, RestoreRun
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
@@ -252,10 +253,14 @@ def restore(module):
         conn_kwargs=lambda database: module.client_tool_connection(database, "pg_restore"),
         metrics=module.metrics,
     )
-    if module.check_mode:
-        plan = run.plan()
-        return {"changed": True, "tenant": request.tenant.name, "backup_id": plan["backup_id"], "target_db": request.target_db, "plan": plan}
-    return run.execute(datetime.datetime.now(datetime.timezone.utc))
+    module.metrics.label(store=store.kind, tenant=request.tenant.name, db=request.target_db, tier=request.tenant.retention.tier)
+    try:
+        if module.check_mode:
+            plan = run.plan()
+            return {"changed": True, "tenant": request.tenant.name, "backup_id": plan["backup_id"], "target_db": request.target_db, "plan": plan}
+        return run.execute(datetime.datetime.now(datetime.timezone.utc))
+    finally:
+        record_store_requests(store, module.metrics)
 
 
 def main():

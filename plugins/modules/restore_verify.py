@@ -104,6 +104,30 @@ options:
   client_bin_dir:
     description: Directory of C(pg_restore). Defaults to the newest one found on PATH or in the usual per-version directories.
     type: path
+  expect_migration:
+    description:
+      - Assert that every backup verified holds this keel migration (the schema version it made), from the C(provenance)
+        its manifest recorded at dump time (see M(keel.postgres.backup_info)).
+      - Checked before anything is restored, also in check mode. A backup whose authenticated provenance does not list the
+        migration in the expected state, or that has no provenance, fails the task with an error naming
+        C(expect_migration); nothing is restored or recorded.
+      - After the restore, the schema fingerprint of the restored database must equal the manifest's (this is checked for
+        every backup with provenance, with or without this option); a difference is a recorded failure with reason
+        V(schema_mismatch). Together they prove the backup holds that schema version.
+    type: dict
+    suboptions:
+      name:
+        description: The migration's name, as given to M(keel.postgres.schema_change).
+        type: str
+        required: true
+      state:
+        description:
+          - V(completed) accepts a migration completed or finalized at dump time, V(finalized) only a finalized one,
+            V(any-applied) any migration whose change was in place (started, completed, finalized, or being completed,
+            finalized or reverted).
+        type: str
+        choices: [ completed, finalized, any-applied ]
+        default: completed
 notes:
   - The connection options reach the server the scratch databases are created on; O(db) is only the database connected to
     for creating and dropping them (default V(postgres)). The login role needs C(CREATEDB).
@@ -162,6 +186,10 @@ verifications:
       (C(table), C(problem), C(rows_expected), C(rows_found), C(fingerprint_match)), C(masking) (C(table), C(column),
       C(rows) updated), C(assertions) (C(name), C(passed), C(problem), and for an SQL error C(sqlstate), C(condition),
       C(condition_class)), C(actor), C(scratch_database), C(scratch_dropped), C(dump_bytes) and C(stored_bytes)."
+    - "For a backup whose manifest has C(provenance): C(schema_fingerprint) (C(expected), the manifest's; C(found), the
+      restored database's; C(match)), stage C(schema_fingerprint) in C(stages_ms), reason V(schema_mismatch) when they
+      differ, and C(migrations_at_dump) (each keel migration's name and state at dump time). Both are null without
+      provenance."
   returned: always
   type: list
   elements: dict
@@ -253,9 +281,11 @@ metrics:
 """
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_selection import check_backup_id
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import record_store_requests
+from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance import EXPECT_STATES
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_family_spec, backup_library_errors, open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_selection import selected_tenants
-from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest, parse_assertions, parse_masking
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest, parse_assertions, parse_expect_migration, parse_masking
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_run import VerifyRun
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import parse_sample
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
@@ -274,6 +304,10 @@ def argument_spec():
         statement_timeout=dict(type="raw", default="60s"),
         fail_on_failure=dict(type="bool", default=True),
         client_bin_dir=dict(type="path"),
+        expect_migration=dict(type="dict", options=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=list(EXPECT_STATES), default="completed"),
+        )),
     )
     return spec
 
@@ -300,6 +334,7 @@ def request_from(params):
         actor=params.get("audit_actor"),
         maintenance_db=params.get("db") or "postgres",
         client_bin_dir=params.get("client_bin_dir"),
+        expect_migration=parse_expect_migration(params.get("expect_migration")),
     )
 
 
@@ -312,9 +347,13 @@ def restore_verify(module):
         conn_kwargs=lambda database: module.client_tool_connection(database, "pg_restore"),
         metrics=module.metrics,
     )
-    if module.check_mode:
-        return run.plan()
-    return run.execute()
+    module.metrics.label(store=store.kind, tenant=module.params.get("tenant"))
+    try:
+        if module.check_mode:
+            return run.plan()
+        return run.execute()
+    finally:
+        record_store_requests(store, module.metrics)
 
 
 def main():

@@ -28,6 +28,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.dump_pipeline
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import DATA_KEY_BYTES, KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import seal_manifest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
+from ansible_collections.keel.postgres.plugins.module_utils.backup.progress import ProgressFile
+from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance import schema_state, snapshot_position
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import (
     StreamSealer,
     derive_manifest_mac_key,
@@ -49,7 +51,8 @@ Connect = Callable[[str], Any]  # database name -> psycopg connection
 
 class BackupRun:
     def __init__(self, request: BackupRequest, store: ObjectStore, keys: KeyProvider, connect: Connect,
-                 metrics: RunMetrics, client_bin_dir: Optional[str] = None, conn_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 metrics: RunMetrics, client_bin_dir: Optional[str] = None, conn_kwargs: Optional[Dict[str, Any]] = None,
+                 progress_file: Optional[str] = None) -> None:
         self.request = request
         self.store = store
         self.keys = keys
@@ -59,6 +62,8 @@ class BackupRun:
         # libpq keywords pg_dump connects with: the tenant's database, named after the module and the tool.
         self.conn_kwargs = conn_kwargs or {}
         self.tenant = request.tenant.name
+        self.progress_file = progress_file  # where percent done and ETA are rewritten while the dump streams (progress.py)
+        metrics.label(tenant=self.tenant, db=request.database, store=store.kind, tier=request.tenant.retention.tier)
 
     # -- checks that refuse before anything is written -------------------------------------------------
 
@@ -143,15 +148,21 @@ class BackupRun:
             header = new_header(self.tenant, backup_id, wrapped, self.request.chunk_size, compression="zstd")
             sealer = StreamSealer(header, data_key)
             snapshot = begin_exported_snapshot(conn)
+            # Position in the exported snapshot, before the stats thread takes the connection; the schema state follows there.
+            with self.metrics.phase("provenance"), conn.cursor() as cursor:
+                facts["provenance"] = snapshot_position(cursor)
             argv, env = pg_dump_invocation(str(facts["pg_dump"]["path"]), self.conn_kwargs, self.request.schemas, snapshot)
-            stats = _StatsCollector(conn, facts["tables"], self.request.table_stats)
+            stats = _StatsCollector(conn, facts["tables"], self.request.table_stats, self.request.schemas)
             writer = self.store.open_writer(layout.data_key(self.tenant, backup_id), lock)
+            progress = ProgressFile(self.progress_file, self.tenant, facts["database_bytes"]) if self.progress_file else None
             began = time.monotonic()
             stats.start()
             with self.metrics.phase("stream"):
-                pipeline = run_pipeline(argv, env, new_compressor(self.request.compression_level, self.request.compression_threads), sealer, writer)
+                pipeline = run_pipeline(argv, env, new_compressor(self.request.compression_level, self.request.compression_threads), sealer, writer,
+                                        metrics=self.metrics, progress=progress.update if progress else None)
             with self.metrics.phase("table_stats_wait"):
                 tables = stats.result()
+                facts["provenance"].update(stats.schema_state)
             with self.metrics.phase("commit_data"):
                 data_object = writer.commit()
             writer = None
@@ -159,7 +170,8 @@ class BackupRun:
             elapsed = time.monotonic() - began
             document = self._manifest(backup_id, now, facts, pipeline, sealer, wrapped.as_dict(), lock, tables)
             with self.metrics.phase("publish_manifest"):
-                self.store.put_bytes(layout.manifest_key(self.tenant, backup_id), seal_manifest(document, derive_manifest_mac_key(data_key)), lock)
+                manifest_object = self.store.put_bytes(layout.manifest_key(self.tenant, backup_id),
+                                                       seal_manifest(document, derive_manifest_mac_key(data_key)), lock)
         except KeelError as exc:
             if writer is not None:
                 writer.abort()
@@ -173,8 +185,13 @@ class BackupRun:
             if stats is not None:
                 stats.stop()
             conn.close()
-        self._count(pipeline, len(tables))
+        self._count(pipeline, len(tables), elapsed)
         result = self._result(backup_id, document, pipeline, elapsed, data_object.size)
+        result["sizes"]["manifest"] = manifest_object.size
+        result["storage_class"] = data_object.storage_class
+        result["tier"] = self.request.tenant.retention.tier
+        if progress is not None:
+            result["progress"] = progress.finish(pipeline.raw_bytes)
         result["audit"] = self._audit("backup", "succeeded", lock, backup_id=backup_id, stored_bytes=pipeline.stored_bytes,
                                       tables=len(tables), retain_until=result["retain_until"])
         return result
@@ -208,6 +225,7 @@ class BackupRun:
             "table_stats": self.request.table_stats,
             "fingerprint_method": FINGERPRINT_METHOD if self.request.table_stats == "fingerprints" else None,
             "tables": [table.as_dict() for table in tables],
+            "provenance": facts.get("provenance"),
         }
 
     def _result(self, backup_id: str, document: Dict[str, Any], pipeline: PipelineResult, elapsed: float, stored_size: int) -> Dict[str, Any]:
@@ -230,11 +248,14 @@ class BackupRun:
             "legal_hold": document["lock"]["legal_hold"],
         }
 
-    def _count(self, pipeline: PipelineResult, tables: int) -> None:
-        self.metrics.count("raw_bytes", pipeline.raw_bytes)
-        self.metrics.count("compressed_bytes", pipeline.compressed_bytes)
-        self.metrics.count("stored_bytes", pipeline.stored_bytes)
+    def _count(self, pipeline: PipelineResult, tables: int, elapsed: float) -> None:
+        # raw_bytes, compressed_bytes and stored_bytes were counted by the pipeline's stages (their phase rates).
         self.metrics.count("tables", tables)
+        if elapsed > 0:
+            self.metrics.gauge("throughput_raw_bytes_per_second", round(pipeline.raw_bytes / elapsed, 1))
+            self.metrics.gauge("throughput_stored_bytes_per_second", round(pipeline.stored_bytes / elapsed, 1))
+        if pipeline.compressed_bytes:
+            self.metrics.gauge("compression_ratio", round(pipeline.raw_bytes / pipeline.compressed_bytes, 3))
 
     def _audit(self, action: str, outcome: str, lock: Lock, **facts: Any) -> Dict[str, Any]:
         event = audit_event(action, outcome, self.request.actor, tenant=self.tenant, store=self.store.describe(), **facts)
@@ -242,12 +263,15 @@ class BackupRun:
 
 
 class _StatsCollector:
-    """Counts and fingerprints tables in the exported snapshot while pg_dump streams the same snapshot."""
+    """Reads the schema state (provenance), then counts and fingerprints tables, in the exported snapshot while pg_dump
+    streams the same snapshot."""
 
-    def __init__(self, conn: Any, tables: List[tuple], mode: str) -> None:
+    def __init__(self, conn: Any, tables: List[tuple], mode: str, schemas: Optional[List[str]] = None) -> None:
         self._conn = conn
         self._tables = tables
         self._mode = mode
+        self._schemas = schemas or []
+        self.schema_state: Dict[str, Any] = {}
         self._stats: List[TableStats] = []
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._collect, name="keel-table-stats", daemon=True)
@@ -270,6 +294,8 @@ class _StatsCollector:
     def _collect(self) -> None:
         try:
             with self._conn.cursor() as cursor:
+                self.schema_state = schema_state(cursor, self._schemas)
                 self._stats = collect_table_stats(cursor, self._tables, self._mode)
         except Exception as exc:  # handed to the main thread by result()
-            self._error = QueryFailed("counting rows in the dump's snapshot failed: {0}".format(str(exc).strip()), cause=type(exc).__name__)
+            self._error = QueryFailed("reading the dump's snapshot (schema state, row counts) failed: {0}".format(str(exc).strip()),
+                                      cause=type(exc).__name__)

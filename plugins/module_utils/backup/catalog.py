@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider, WrappedKey
-from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import open_manifest, parse_manifest
+from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import open_manifest, parse_manifest, provenance_of
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stream_format import derive_manifest_mac_key, derive_record_mac_key
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import as_authenticated, read_record
@@ -95,6 +95,8 @@ class BackupEntry:
             "mac_status": self.mac_status,
             "problem": self.problem,
             "verification": self.verification,
+            # Authenticated with the manifest when mac_status is verified; null for manifests older than provenance.
+            "provenance": provenance_of(manifest),
         }
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup.client_process import ClientProcess, libpq_invocation
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectWriter
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 
 READ_BLOCK = 1024 * 1024
+STAGES = ("dump", "compress", "encrypt", "store")
 
 
 @dataclass
@@ -44,21 +45,28 @@ def pg_dump_invocation(pg_dump: str, conn_kwargs: Mapping[str, Any], schemas: Se
     return argv, env
 
 
-def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: Any, writer: ObjectWriter) -> PipelineResult:
+def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: Any, writer: ObjectWriter,
+                 metrics: Optional[RunMetrics] = None, progress: Optional[Callable[[int], None]] = None) -> PipelineResult:
     """Stream pg_dump's output through ``compressor`` and ``sealer`` into ``writer``.
 
     The caller commits or aborts ``writer``; on any failure here pg_dump is
     stopped and the error says why (pg_dump's stderr tail for a failed dump).
+    With ``metrics`` the stages are phases of the run (children of the
+    caller's open phase) carrying their bytes; ``progress`` is called with the
+    raw bytes read so far after every block.
     """
     result = PipelineResult()
-    # Stages are timed like a module's phases; waiting for pg_dump counts as "dump".
-    clock = RunMetrics()
+    # Stages are timed like a module's phases; waiting for pg_dump counts as "dump". The stages take turns on this
+    # thread, so their times add up to the stream's; zstd's workers and the S3 part thread run beside them, and
+    # "store" is the time writes waited for them (back-pressure), not the network time of each part.
+    clock = metrics if metrics is not None else RunMetrics()
     digest = hashlib.sha256()
 
     def emit(sealed: bytes) -> None:
         if sealed:
             with clock.phase("store"):
                 writer.write(sealed)
+                clock.count("stored_bytes", len(sealed))
             digest.update(sealed)
             result.stored_bytes += len(sealed)
 
@@ -67,6 +75,7 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
             result.compressed_bytes += len(compressed)
             with clock.phase("encrypt"):
                 sealed = sealer.feed(compressed)
+                clock.count("compressed_bytes", len(compressed))
             emit(sealed)
 
     emit(sealer.header_bytes)
@@ -75,9 +84,12 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
         while True:
             with clock.phase("dump"):
                 block = dump.process.stdout.read(READ_BLOCK)
+                clock.count("raw_bytes", len(block))
             if not block:
                 break
             result.raw_bytes += len(block)
+            if progress is not None:
+                progress(result.raw_bytes)
             with clock.phase("compress"):
                 compressed = compressor.compress(block)
             seal(compressed)
@@ -91,7 +103,7 @@ def run_pipeline(argv: List[str], env: Dict[str, str], compressor: Any, sealer: 
     finally:
         dump.stop()
     result.stored_sha256 = digest.hexdigest()
-    result.stages_ms = clock.as_dict()["phases_ms"]
+    result.stages_ms = {name: elapsed for name, elapsed in clock.phases_ms().items() if name in STAGES}
     return result
 
 

@@ -6,6 +6,11 @@ A backup exists only once its manifest does. The MAC (HMAC-SHA256) uses a
 key derived from the backup's data key, which only the tenant key can
 unwrap: so a manifest cannot be forged or edited without the tenant key, and
 checking one proves the tenant key still opens the backup.
+
+The MAC covers every key of the document but ``mac`` itself, so fields added
+later (``provenance``, see backup/provenance.py) are authenticated the same
+way, without a version bump: a manifest written before they existed simply
+lacks them and reads as null.
 """
 
 from __future__ import annotations
@@ -80,3 +85,9 @@ def open_manifest(raw: bytes, where: str, unwrap: Callable[[WrappedKey], bytes],
     data_key = unwrap(wrapped_key_of(document, where))
     verify_manifest(document, mac_key_from(data_key), where)
     return document, data_key
+
+
+def provenance_of(document: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The manifest's schema provenance, or None for a manifest written before it was recorded (or none at all)."""
+    provenance = (document or {}).get("provenance")
+    return provenance if isinstance(provenance, dict) else None

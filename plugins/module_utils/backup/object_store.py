@@ -11,6 +11,7 @@ tenant's objects is owned by ``backup.layout``, not by the stores.
 from __future__ import annotations
 
 import datetime
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -67,6 +68,38 @@ class IncompleteUpload:
     started: Optional[datetime.datetime]
 
 
+class RequestTally:
+    """Requests (S3) or files (file store) a store made, by metric name, e.g. ``s3_put_requests``.
+
+    Counted where the request is issued, so the figure is what a provider bills.
+    The S3 writer sends parts on its own thread, hence the lock; the engine
+    copies the tally into the run's metrics once, at the end
+    (``record_store_requests``), because the metrics' phase stack belongs to
+    the main thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + amount
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def record_store_requests(store: Any, metrics: Any) -> None:
+    """Add the store's request tally to ``metrics`` counters (once per run; a store without a tally adds nothing)."""
+    tally = getattr(store, "requests", None)
+    if tally is None:
+        return
+    for name, amount in sorted(tally.counts().items()):
+        metrics.count(name, amount)
+
+
 class ObjectWriter(Protocol):
     def write(self, data: bytes) -> None: ...
 
@@ -94,6 +127,7 @@ class ObjectStore(Protocol):
     """
 
     kind: str  # "s3" | "file"
+    requests: RequestTally  # what this store asked of its backend, for metrics and request cost
 
     def describe(self) -> Dict[str, Any]:
         """Where objects go, without secrets (for results and the audit log)."""

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.audit import append_audit_event, audit_event
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import BackupEntry, list_backups
+from ansible_collections.keel.postgres.plugins.module_utils.backup.cost_report import deleted_cost, held_cost, summed
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.retention import (
@@ -27,9 +28,11 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.retention imp
     locks_longer_than_policy,
     stale_uploads,
     storage_cost,
+    tier_of,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.observe.cost import CostTable
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 
 
@@ -41,6 +44,7 @@ class RetentionSettings:
     prices: Dict[str, float]
     actor: Optional[str]
     dry_run: bool
+    cost_table: Optional[CostTable] = None
 
 
 class RetentionRun:
@@ -60,13 +64,17 @@ class RetentionRun:
         reports = [self._apply(tenant, listings[tenant.name], now) for tenant in self.tenants]
         changed = any(report["deleted"] or report["discarded_uploads"] for report in reports)
         failures = [failure for report in reports for failure in report["failures"]]
-        return {
+        result = {
             "changed": changed,
             "tenants": reports,
             "deleted_bytes": sum(report["deleted_bytes"] for report in reports),
             "monthly_cost": _sum_costs(reports),
             "failures": failures,
         }
+        if self.settings.cost_table is not None:
+            result["cost"] = summed([report["cost"] for report in reports], self.settings.cost_table.currency)
+            result["cost"]["early_deletion_cost"] = sum(report["deleted_cost"]["early_deletion_cost"] for report in reports)
+        return result
 
     def _refuse_policies_below_locks(self, listings: Dict[str, List[BackupEntry]]) -> None:
         if self.settings.accept_longer_locks:
@@ -105,6 +113,7 @@ class RetentionRun:
         deleted_bytes = sum(decision.entry.stored_bytes for decision in deleted)
         self.metrics.count("backups_deleted", len(deleted))
         self.metrics.count("bytes_deleted", deleted_bytes)
+        self._record_tiers(tenant, kept, [decision.entry for decision in deleted], now)
         report: Dict[str, Any] = {
             "tenant": tenant.name,
             "backups": len([entry for entry in entries if entry.published]),
@@ -115,9 +124,21 @@ class RetentionRun:
             "failures": failures,
             "cost": storage_cost(tenant, kept, now, self.settings.prices),
         }
+        table = self.settings.cost_table
+        if table is not None:
+            # Same keys as the price_per_gib_month report (tiers, bytes, monthly_cost, unpriced_tiers), plus footprint.
+            report["cost"] = held_cost(table, tenant, kept, now, self.metrics)
+            report["deleted_cost"] = deleted_cost(table, tenant, [decision.entry for decision in deleted if decision.entry.published], now)
         if not self.settings.dry_run and (deleted or failures or uploads):
             report["audit"] = self._audit(tenant, deleted, failures, deleted_bytes)
         return report
+
+    def _record_tiers(self, tenant: Tenant, kept: List[BackupEntry], deleted: List[BackupEntry], now: datetime.datetime) -> None:
+        """Bytes kept and deleted per tenant and tier, as labelled gauges (0 for a tier that has none of one kind)."""
+        for name, entries in (("retention_kept_bytes", kept), ("retention_deleted_bytes", deleted)):
+            for tier in sorted({tier_of(entry, tenant, now) for entry in kept + deleted}):
+                self.metrics.gauge(name, sum(entry.stored_bytes for entry in entries if tier_of(entry, tenant, now) == tier),
+                                   labels={"tenant": tenant.name, "tier": tier})
 
     def _delete(self, entry: BackupEntry) -> Optional[str]:
         manifest = layout.manifest_key(entry.tenant, entry.backup_id)

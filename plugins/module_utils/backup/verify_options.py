@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance import EXPECT_STATES
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import SampleSpec
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
@@ -37,6 +38,14 @@ class Assertion:
 
 
 @dataclass(frozen=True)
+class ExpectMigration:
+    """``expect_migration``: every backup verified must hold this keel migration in this state (see backup/provenance.py)."""
+
+    name: str
+    state: str = "completed"
+
+
+@dataclass(frozen=True)
 class VerifyRequest:
     tenants: List[Tenant]
     backup_id: Optional[str]  # an id or "latest" (None: latest), without sample
@@ -48,6 +57,7 @@ class VerifyRequest:
     actor: Optional[str] = None
     maintenance_db: str = "postgres"
     client_bin_dir: Optional[str] = None
+    expect_migration: Optional[ExpectMigration] = None
 
 
 def parse_masking(value: Any, field_name: str = "masking") -> List[MaskingRule]:
@@ -82,3 +92,15 @@ def parse_assertions(value: Any, field_name: str = "assertions") -> List[Asserti
         return []
     entries = named_sql_entries(value, field_name, "a name for the assertion", "a query returning one row with one boolean")
     return [Assertion(name=entry.name, sql=entry.sql) for entry in entries]
+
+
+def parse_expect_migration(value: Any, field_name: str = "expect_migration") -> Optional[ExpectMigration]:
+    """``{name, state}``; ``state`` is completed (the default), finalized or any-applied."""
+    if value is None:
+        return None
+    mapping = checked_mapping(value, field_name, {"name", "state"})
+    name = required_text(mapping.get("name"), field_name + ".name", "the name of a keel migration, as given to keel.postgres.schema_change")
+    state = mapping.get("state") or "completed"
+    if state not in EXPECT_STATES:
+        raise InvalidOption(field_name + ".state", "must be one of {0}, not {1!r}".format(", ".join(EXPECT_STATES), state))
+    return ExpectMigration(name=name, state=state)

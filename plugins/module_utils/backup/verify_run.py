@@ -12,7 +12,9 @@ For each backup chosen (see ``verify_sample``), in this order:
 3. row counts and fingerprints are computed on the restored, still raw, data
    with the method the manifest recorded, and compared with it, including
    the set of tables (a missing or extra table is a mismatch). Fingerprints
-   are hashes: no row value leaves the database here;
+   are hashes: no row value leaves the database here. A manifest with
+   ``provenance`` also has its schema fingerprint compared (``schema_mismatch``);
+   ``expect_migration`` was checked against that provenance before step 2;
 4. ``masking`` rules (column = expression) are applied and populated
    materialized views refreshed, so that nothing after this point, in
    particular no assertion, sees raw personal data. Masking cannot come
@@ -35,18 +37,20 @@ cannot be reached, the scratch database cannot be created) stop the run.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import secrets
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ansible_collections.keel.postgres.plugins.module_utils.backup import layout
 from ansible_collections.keel.postgres.plugins.module_utils.backup.audit import append_audit_event, audit_event, default_actor
 from ansible_collections.keel.postgres.plugins.module_utils.backup.backup_reader import BackupReader
+from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import MAC_VERIFIED
 from ansible_collections.keel.postgres.plugins.module_utils.backup.client_process import find_tool
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
+from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest import provenance_of
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
+from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance import expected_migration_problem, restored_fingerprint
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
 from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_ownership import (
@@ -55,12 +59,13 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_owner
     orphaned_scratch_databases,
     release,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_record import FAILED, PASSED, add_message, fail_record, ms_since, timed_stage
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenant_name import check_tenant_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verification_record import seal_record
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_checks import apply_masking, check_tables, run_assertion
-from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import VerifyRequest
+from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_options import ExpectMigration, VerifyRequest
 from ansible_collections.keel.postgres.plugins.module_utils.backup.verify_sample import Chosen, Selection, select_backups
-from ansible_collections.keel.postgres.plugins.module_utils.errors import ClientToolProblem, ConnectionFailed, KeelError
+from ansible_collections.keel.postgres.plugins.module_utils.errors import ClientToolProblem, ConnectionFailed, InvalidOption, KeelError
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 from ansible_collections.keel.postgres.plugins.module_utils.sql_conditions import describe_condition, sql_condition, withhold_row_text
 
@@ -72,8 +77,6 @@ except ImportError:  # reported by KeelModule through missing_required_lib
 Connect = Callable[[str], Any]  # database name -> autocommit psycopg connection
 ConnKwargs = Callable[[str], Dict[str, Any]]  # database name -> libpq keywords for pg_restore
 
-PASSED = "passed"
-FAILED = "failed"
 SCRATCH_PREFIX = "keel_verify_"
 _MAX_IDENTIFIER = 63
 _SCRATCH_TENANT_CHARS = _MAX_IDENTIFIER - len(SCRATCH_PREFIX) - 9  # "_" + 8 hex
@@ -132,6 +135,7 @@ class VerifyRun:
         """Choose and authenticate the backups and find pg_restore; changes nothing."""
         with self.metrics.phase("select_backups"):
             selection = select_backups(self.store, self.keys, self.request.tenants, self.request.backup_id, self.request.sample, self.clock())
+        refuse_unexpected_migration(selection, self.request.expect_migration)
         maintenance = self.connect(self.request.maintenance_db)
         try:
             version_num = maintenance.info.server_version  # libpq reports it at connect time
@@ -163,6 +167,9 @@ class VerifyRun:
         facts = self.prepare()
         selection: Selection = facts["selection"]
         stale = self._drop_stale_scratch()
+        # Both outcomes exist from the first run on, so a Prometheus increase() over them is defined before a failure.
+        for outcome in (PASSED, FAILED):
+            self.metrics.count(outcome, 0)
         verifications = [self._verify(chosen, facts["pg_restore"]) for chosen in selection.chosen]
         result = _summary(verifications)
         result.update(changed=bool(verifications) or bool(stale), not_sampled=selection.not_sampled, stale_scratch_dropped=stale)
@@ -199,13 +206,13 @@ class VerifyRun:
         except (ConnectionFailed, ScratchUnavailable):
             raise
         except KeelError as exc:
-            _fail(record, exc.kind, withhold_row_text(exc.message) if isinstance(exc, ClientToolProblem) else exc.message)
+            fail_record(record, exc.kind, withhold_row_text(exc.message) if isinstance(exc, ClientToolProblem) else exc.message)
         except psycopg.Error as exc:  # unexpected; its message could quote row values
-            _fail(record, "query_failed", "a query on the scratch database failed with {0}".format(describe_condition(sql_condition(exc))))
+            fail_record(record, "query_failed", "a query on the scratch database failed with {0}".format(describe_condition(sql_condition(exc))))
         finally:
             record["scratch_dropped"] = self._drop(scratch, record)
             owner.close()
-        record["duration_ms"] = _ms_since(began)
+        record["duration_ms"] = ms_since(began)
         self.metrics.count(record["outcome"])
         return self._publish(record, at, scratch.record_mac_key)
 
@@ -214,12 +221,14 @@ class VerifyRun:
         scratch.record_mac_key = reader.record_mac_key()
         manifest = reader.manifest
         record["table_stats"] = manifest.get("table_stats")
-        with _stage(record, "fetch_restore"):
+        # Each stage is also a phase of the run (child of "verify"), so its span and rates carry the bytes and rows.
+        with timed_stage(record, "fetch_restore", self.metrics):
             self._create(scratch, (manifest.get("scope") or {}).get("schemas") or [])
             record["scratch_database"] = scratch.name
             restore_dump(reader.dump_bytes(), pg_restore, self.conn_kwargs(scratch.name), RestoreOptions(jobs=1, no_owner=True))
+            self.metrics.count("stored_bytes", reader.stored_bytes)
+            self.metrics.count("dump_bytes", reader.raw_bytes)
         record["dump_bytes"], record["stored_bytes"] = reader.raw_bytes, reader.stored_bytes
-        self.metrics.count("stored_bytes", reader.stored_bytes)
         conn = self.connect(scratch.name)
         try:
             self._check_restored(conn, manifest, record)
@@ -227,18 +236,25 @@ class VerifyRun:
             conn.close()
 
     def _check_restored(self, conn: Any, manifest: Mapping[str, Any], record: Dict[str, Any]) -> None:
-        with _stage(record, "stats"):
+        with timed_stage(record, "stats", self.metrics):
             _compare_with_manifest(conn, manifest, record)
+            # Rows the manifest recorded for the tables compared: what the check read back in the scratch database.
+            self.metrics.count("rows_verified", sum(int(table.get("rows") or 0) for table in manifest.get("tables") or []))
+            self.metrics.count("tables_verified", record["tables_checked"])
+        provenance = provenance_of(manifest)
+        if provenance is not None:
+            with timed_stage(record, "schema_fingerprint", self.metrics):
+                _compare_schema_fingerprint(conn, provenance, record)
         if self.request.masking:
             record["assertions"] = [{"name": a.name, "passed": None, "problem": "not run: masking failed"} for a in self.request.assertions]
-            with _stage(record, "masking"):
+            with timed_stage(record, "masking"):
                 record["masking"] = apply_masking(conn, self.request.masking)
         if self.request.assertions:
-            with _stage(record, "assertions"):
+            with timed_stage(record, "assertions"):
                 record["assertions"] = [run_assertion(conn, assertion, self.request.statement_timeout_ms) for assertion in self.request.assertions]
             failed = [entry for entry in record["assertions"] if not entry["passed"]]
             if failed:
-                _fail(record, "assertion_failed", "{0} of {1} assertions failed: {2}".format(
+                fail_record(record, "assertion_failed", "{0} of {1} assertions failed: {2}".format(
                     len(failed), len(record["assertions"]), ", ".join("{0} ({1})".format(entry["name"], entry["problem"]) for entry in failed)))
 
     def _create(self, scratch: _Scratch, schemas: Sequence[str]) -> None:
@@ -269,10 +285,10 @@ class VerifyRun:
                 maintenance.close()
         except (KeelError, psycopg.Error) as exc:
             problem = exc.message if isinstance(exc, KeelError) else describe_condition(sql_condition(exc))
-            record["message"] = _join(record.get("message"), "the scratch database {0} could not be dropped ({1}): drop it by hand".format(
+            add_message(record, "the scratch database {0} could not be dropped ({1}): drop it by hand".format(
                 scratch.name, problem))
             return False
-        record["stages_ms"]["drop_scratch"] = _ms_since(began)
+        record["stages_ms"]["drop_scratch"] = ms_since(began)
         return True
 
     def _publish(self, record: Dict[str, Any], at: datetime.datetime, mac_key: Optional[bytes]) -> Dict[str, Any]:
@@ -289,10 +305,33 @@ class VerifyRun:
         return published
 
 
+def refuse_unexpected_migration(selection: Selection, expect: Optional[ExpectMigration]) -> None:
+    """``expect_migration``: refuse, before any restore, a chosen backup whose authenticated provenance does not list it."""
+    if expect is None:
+        return
+    for chosen in selection.chosen:
+        label = "backup {0} of tenant {1}".format(chosen.entry.backup_id, chosen.tenant.name)
+        if chosen.entry.mac_status != MAC_VERIFIED:
+            raise InvalidOption("expect_migration", "{0} cannot prove which migrations it holds: its manifest is not authenticated ({1})".format(
+                label, chosen.entry.problem or chosen.entry.mac_status))
+        problem = expected_migration_problem(provenance_of(chosen.entry.manifest), expect.name, expect.state)
+        if problem:
+            raise InvalidOption("expect_migration", "{0} {1}".format(label, problem))
+
+
+def _compare_schema_fingerprint(conn: Any, provenance: Mapping[str, Any], record: Dict[str, Any]) -> None:
+    """The restored schema must be the dumped one: proof the backup holds the schema version its provenance names."""
+    found = restored_fingerprint(conn, provenance.get("schemas") or [])
+    expected = provenance.get("schema_fingerprint")
+    record["schema_fingerprint"] = {"expected": expected, "found": found, "match": found == expected}
+    if found != expected:
+        fail_record(record, "schema_mismatch", "the restored schema's fingerprint {0} differs from the manifest's {1}".format(found[:12], str(expected)[:12]))
+
+
 def _compare_with_manifest(conn: Any, manifest: Mapping[str, Any], record: Dict[str, Any]) -> None:
     record["tables_checked"], record["mismatches"] = check_tables(conn, manifest)
     if record["mismatches"]:
-        _fail(record, "mismatch", "{0} tables differ from the manifest: {1}".format(
+        fail_record(record, "mismatch", "{0} tables differ from the manifest: {1}".format(
             len(record["mismatches"]), ", ".join("{0} ({1})".format(entry["table"], entry["problem"]) for entry in record["mismatches"][:10])))
 
 
@@ -315,31 +354,17 @@ def _new_record(chosen: Chosen, at: datetime.datetime, actor: str) -> Dict[str, 
         "assertions": [],
         "actor": actor,
         "scratch_dropped": True,
+        "schema_fingerprint": None,
+        "migrations_at_dump": _migrations_at_dump(chosen),
     }
 
 
-def _fail(record: Dict[str, Any], reason: str, message: str) -> None:
-    """Mark the record failed; the first reason stays, every message is kept."""
-    if record["outcome"] == PASSED:
-        record["outcome"], record["reason"] = FAILED, reason
-    record["message"] = _join(record.get("message"), message)
-
-
-def _join(first: Optional[str], second: str) -> str:
-    return "{0}; {1}".format(first, second) if first else second
-
-
-@contextlib.contextmanager
-def _stage(record: Dict[str, Any], name: str) -> Iterator[None]:
-    began = time.monotonic()
-    try:
-        yield
-    finally:
-        record["stages_ms"][name] = _ms_since(began)
-
-
-def _ms_since(began: float) -> float:
-    return round((time.monotonic() - began) * 1000.0, 3)
+def _migrations_at_dump(chosen: Chosen) -> Optional[Dict[str, Any]]:
+    """What the backup's provenance says of every migration (for the record); the check itself is refuse_unexpected_migration."""
+    provenance = provenance_of(chosen.entry.manifest)
+    if provenance is None:
+        return None
+    return {entry.get("name"): entry.get("state") for entry in provenance.get("migrations") or []}
 
 
 def _summary(verifications: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -26,6 +26,7 @@ class GatePolicy(NamedTuple):
     forbid_table_locks: bool = False
     require_primary: bool = False
     require_pg_stat_statements: bool = False
+    require_backup_coverage: bool = False
 
 
 def gate_options_spec() -> Dict[str, Any]:
@@ -38,6 +39,7 @@ def gate_options_spec() -> Dict[str, Any]:
         forbid_table_locks=dict(type="bool", default=False),
         require_primary=dict(type="bool", default=False),
         require_pg_stat_statements=dict(type="bool", default=False),
+        require_backup_coverage=dict(type="bool", default=False),
     )
 
 
@@ -57,6 +59,7 @@ def parse_gate_policy(fail_on: Optional[Dict[str, Any]]) -> GatePolicy:
         forbid_table_locks=bool(options.get("forbid_table_locks")),
         require_primary=bool(options.get("require_primary")),
         require_pg_stat_statements=bool(options.get("require_pg_stat_statements")),
+        require_backup_coverage=bool(options.get("require_backup_coverage")),
     )
 
 
@@ -76,11 +79,20 @@ def evaluate_gates(policy: GatePolicy, report: Dict[str, Any]) -> List[Dict[str,
     if policy.require_pg_stat_statements and not pgss["usable"]:
         failures.append(failure("require_pg_stat_statements", "pg_stat_statements", False, True,
                                 "pg_stat_statements is not usable: {0}".format(pgss["problem"])))
+    if policy.require_backup_coverage:
+        failures += backup_coverage_failures(report.get("backup_coverage") or [])
     for tool in report["client_tools"]:
         if tool.get("required") and not tool["compatible"]:
             failures.append(failure("client_tools", tool["name"], tool["version"], tool["server_version"],
                                     tool["problem"]))
     return failures
+
+
+def backup_coverage_failures(coverage: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [failure("require_backup_coverage", entry["name"], False, True,
+                    "migration {0} ({1}, started {2}) is not covered by a verified backup: {3}".format(
+                        entry["name"], entry["state"], entry["started_at"], entry["reason"]))
+            for entry in coverage if not entry["covered"]]
 
 
 def summarize_failures(failures: List[Dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ from ansible_collections.keel.postgres.plugins.module_utils import client_tools
 from ansible_collections.keel.postgres.plugins.module_utils.errors import GateFailed, InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics import RunMetrics
 from ansible_collections.keel.postgres.plugins.module_utils.preflight import server_state
+from ansible_collections.keel.postgres.plugins.module_utils.preflight.backup_coverage import CoverageRequest, backup_coverage
 from ansible_collections.keel.postgres.plugins.module_utils.preflight.gates import (
     GatePolicy,
     evaluate_gates,
@@ -26,6 +27,7 @@ class PreflightRequest(NamedTuple):
     client_tools: str  # required | report | skip
     client_bin_dir: Optional[str]
     policy: GatePolicy
+    backup_coverage: Optional[CoverageRequest] = None  # only when asked: it reads the backup store
 
 
 def validate_request(request: PreflightRequest) -> None:
@@ -55,6 +57,11 @@ def build_report(conn: Any, request: PreflightRequest, metrics: RunMetrics) -> D
         pgss = server_state.pg_stat_statements_status(conn)
     with metrics.phase("client_tools"):
         tools = _client_tools_report(request, server["version_num"])
+    coverage: List[Dict[str, Any]] = []
+    if request.backup_coverage is not None:
+        with metrics.phase("backup_coverage"):
+            coverage = backup_coverage(conn, request.backup_coverage)
+        metrics.count("migrations_uncovered", sum(1 for entry in coverage if not entry["covered"]))
     metrics.count("transactions_reported", len(transactions))
     metrics.count("tables_inspected", len(tables))
     return {
@@ -64,6 +71,7 @@ def build_report(conn: Any, request: PreflightRequest, metrics: RunMetrics) -> D
         "replication": replication,
         "pg_stat_statements": pgss,
         "client_tools": tools,
+        "backup_coverage": coverage,
     }
 
 

@@ -24,7 +24,7 @@ import stat
 import tempfile
 from typing import Any, Dict, Iterator, List, Optional
 
-from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, StoredObject
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, RequestTally, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import check_key, check_lock, refuse_if_locked
 from ansible_collections.keel.postgres.plugins.module_utils.durable_files import sync_directory
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, StoreFailed
@@ -47,6 +47,7 @@ class FileStore:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.requests = RequestTally()
 
     def describe(self) -> Dict[str, Any]:
         return {"type": "file", "path": self.root, "lock_enforcement": "lock records honoured by keel.postgres; not enforced by the filesystem"}
@@ -171,6 +172,7 @@ class FileStore:
         _remove(path)
         _remove(lock_path(path))
         fsync_directory(os.path.dirname(path))
+        self.requests.add("file_objects_deleted")
 
     # -- incomplete uploads -------------------------------------------------------
 
@@ -234,6 +236,7 @@ class FileWriter:
             self.abort()
             raise
         self._state = "committed"
+        self.store.requests.add("file_objects_written")
         stored = self.store.head(self.key)
         if stored is None:
             raise StoreFailed("{0} vanished right after it was published".format(self.path))

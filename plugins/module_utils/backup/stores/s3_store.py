@@ -46,7 +46,7 @@ except ImportError:  # stores.open_store reports the missing library before any 
     class BotoConnectionError(BotoCoreError):  # type: ignore[no-redef]
         pass
 
-from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, StoredObject
+from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload, Lock, RequestTally, StoredObject
 from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import check_key, check_lock, describe_lock, refuse_if_locked
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption, ObjectLocked, StoreFailed
 
@@ -58,6 +58,23 @@ PARTS_PER_SIZE = 1000
 QUEUED_PARTS = 1
 _ALREADY_EXISTS = "already exists; backups are never overwritten"
 _NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
+# Every S3 operation this store issues -> the request counter it adds to. Grouped the way providers bill:
+# PUT/COPY/POST/LIST are the dearer class, GET/HEAD the cheaper one, DELETE and aborts are free on AWS.
+REQUEST_METRICS = {
+    "put_object": "s3_put_requests",
+    "create_multipart_upload": "s3_multipart_starts",
+    "upload_part": "s3_part_uploads",
+    "complete_multipart_upload": "s3_multipart_completes",
+    "abort_multipart_upload": "s3_multipart_aborts",
+    "head_bucket": "s3_head_requests",
+    "head_object": "s3_head_requests",
+    "get_object": "s3_get_requests",
+    "get_object_lock_configuration": "s3_get_requests",
+    "list_objects_v2": "s3_list_requests",
+    "list_object_versions": "s3_list_requests",
+    "list_multipart_uploads": "s3_list_requests",
+    "delete_object": "s3_delete_requests",
+}
 
 
 class S3Store:
@@ -71,6 +88,7 @@ class S3Store:
         self.prefix = prefix  # '' or ending with '/' (stores.open_store normalises it)
         self.part_size = part_size
         self.storage_class = storage_class
+        self.requests = RequestTally()
 
     def describe(self) -> Dict[str, Any]:
         return {
@@ -303,6 +321,8 @@ class S3Store:
 
     def call(self, operation: str, key: str, **arguments: Any) -> Dict[str, Any]:
         """One S3 request; any failure becomes ``StoreFailed`` whose ``cause`` is the S3 error code."""
+        # Counted before it is sent: a refused request is billed too.
+        self.requests.add(REQUEST_METRICS.get(operation, "s3_other_requests"))
         try:
             return getattr(self.client, operation)(**arguments)
         except ClientError as error:
@@ -311,9 +331,11 @@ class S3Store:
             raise self._transport_failure(operation, key, error) from None
 
     def pages(self, operation: str, key: str, pages: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-        """A paginator's pages, with failures mapped like ``call``."""
+        """A paginator's pages, with failures mapped like ``call``; each page is one request."""
         try:
-            yield from pages
+            for page in pages:
+                self.requests.add(REQUEST_METRICS.get(operation, "s3_other_requests"))
+                yield page
         except ClientError as error:
             raise self._request_failure(operation, key, error) from None
         except BotoCoreError as error:
