@@ -124,8 +124,18 @@ migrations:
       description: Why the last run stopped, if it failed.
       type: str
     progress:
-      description: Backfill progress (C(rows_backfilled), C(rows_estimated), C(percent), C(backfills_done)).
+      description:
+        - Backfill progress over all backfills of the migration, from the catalog the batches commit to.
+        - C(percent) done (100 once every backfill finished; an unfinished one shows at most 99.9; null when the
+          table has no row estimate), C(rows_done), C(rows_total_estimate) (the planner's C(reltuples) at the
+          backfill's start or now, whichever is larger, never less than the rows done),
+          C(rate_rows_per_second) (rows done over the time between each backfill's first and latest batch, so a
+          backfill interrupted and resumed later reads slower), C(eta_seconds) (rows left at that rate; 0 when
+          done, null without a rate).
+        - Also C(rows_backfilled) and C(rows_estimated) (the estimate recorded at the start), and C(backfills_done).
       type: dict
+      sample: {percent: 41.3, rows_done: 413000, rows_total_estimate: 1000000, rate_rows_per_second: 9800.0,
+               eta_seconds: 59.9, rows_backfilled: 413000, rows_estimated: 1000000, backfills_done: false}
     backfills:
       description: Each backfill step with rows, batches and timestamps.
       type: list
@@ -182,14 +192,22 @@ metrics:
 """
 
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.report import migration_reports
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.report import (
+    migration_reports,
+    record_progress_metrics,
+)
 
 
 def migration_info(module):
     conn = module.connect()
     try:
+        module.metrics.label(db=conn.info.dbname, migration=module.params["name"])
         with module.metrics.phase("read"):
-            return {"migrations": migration_reports(conn, module.params["name"])}
+            migrations = migration_reports(conn, module.params["name"])
+        if len(migrations) == 1:
+            module.metrics.label(table=",".join(migrations[0]["tables"]))
+        record_progress_metrics(module.metrics, migrations)
+        return {"migrations": migrations}
     finally:
         conn.close()
 

@@ -35,6 +35,8 @@ author:
   - keel.postgres maintainers (@keel-postgres)
 extends_documentation_fragment:
   - keel.postgres.connection
+  - keel.postgres.backup_store
+  - keel.postgres.key_provider.optional
   - keel.postgres.observability
 attributes:
   check_mode:
@@ -182,6 +184,103 @@ options:
     description: Fail (resumably) when the lag stays above O(max_replication_lag) for this long.
     type: raw
     default: 10min
+  probe_query:
+    description:
+      - A read-only query standing for the application (for example its hottest lookup), run on a separate
+        connection every O(probe_interval) while the migration runs. Its latency is reported as the metrics
+        C(probe_latency_p50_ms), C(probe_latency_p99_ms), C(probe_latency_max_ms) and C(probe_samples), and in
+        RV(probe).
+      - The probe runs in a read-only transaction with a 10 s statement timeout. A probe that fails never fails the
+        migration; it is counted in C(probe_errors).
+      - Not run in check mode.
+    type: str
+  probe_interval:
+    description: Time between two probe samples (for example V(500ms)); the first sample is taken at the start.
+    type: raw
+    default: 1s
+  rehearse:
+    description:
+      - Rehearse the migration on a restored backup instead of running it. The backup O(rehearse.backup) of tenant
+        O(rehearse.tenant) is restored (authenticated while it streams, as M(keel.postgres.restore_verify) does) into a
+        scratch database C(keel_rehearse_<tenant>_<8 hex>) on the server of the connection options, the
+        O(rehearse.masking) rules are applied, and the migration runs there to O(state) with this task's options, while
+        O(rehearse.queries) replay on a connection of their own.
+      - The scratch database is always dropped, also when the migration or a query fails. The real database (O(db)) is
+        not even connected to, so the task reports C(changed=false); run the task again without O(rehearse) to migrate
+        for real, with O(rehearsal_predictions) to compare.
+      - The result RV(rehearsal) holds the predictions (duration per phase, WAL bytes, size change, lock waits, p99 delta
+        of the replayed queries). A rehearsal that fails (the migration fails, a replayed query fails, the scratch
+        database cannot be dropped) fails the task with RV(rehearsal) attached.
+      - Needs O(store) and O(key_provider), and the C(CREATEDB) privilege for the login role. V(reverted) and
+        V(rolled_back) cannot be rehearsed.
+      - "WAL is shared by every database of the cluster: the WAL bytes predicted include whatever else the cluster wrote
+        during the rehearsal. Rehearse on a quiet cluster, or read the figure as an upper bound."
+    type: dict
+    suboptions:
+      backup:
+        description: The backup to restore, V(latest) (the newest whose manifest authenticates) or a backup id.
+        type: str
+        default: latest
+      tenant:
+        description:
+          - The tenant whose backup is restored. Defaults to the name of the database, O(db), for the common layout of
+            one tenant per database.
+        type: str
+      masking:
+        description:
+          - "Rules applied right after the restore, before the migration and before any query, each
+            C({table: ..., column: ..., expression: ...}), run as C(UPDATE table SET column = expression), in one
+            transaction; populated materialized views are refreshed afterwards. The same rules as
+            M(keel.postgres.restore_verify)'s C(masking)."
+        type: list
+        elements: dict
+        default: []
+      queries:
+        description:
+          - "Read queries to replay, each C({name: ..., sql: ...}), the same format as M(keel.postgres.query_latency)'s
+            C(queries). They are timed before the migration (O(rehearse.runs) interleaved rounds after
+            O(rehearse.warmup)), round after round during it on a connection of their own, and again after it, each
+            execution in its own READ ONLY transaction. Only latencies and row counts come back, never rows."
+        type: list
+        elements: dict
+        default: []
+      runs:
+        description: Timed rounds of O(rehearse.queries) before and after the migration.
+        type: int
+        default: 30
+      warmup:
+        description: Rounds run and not timed before each measurement.
+        type: int
+        default: 3
+      statement_timeout:
+        description: Longest run of one replayed query, for example V(30s).
+        type: raw
+        default: 30s
+      maintenance_db:
+        description:
+          - The database connected to for creating and dropping the scratch database, and for the advisory lock that
+            marks it as owned by this run (scratch databases left by a killed run are dropped by the next rehearsal).
+        type: str
+        default: postgres
+      client_bin_dir:
+        description: Directory of C(pg_restore). Defaults to the newest one found on PATH or in the usual per-version directories.
+        type: path
+  store:
+    description:
+      - Where the backups are, as for M(keel.postgres.backup). Only read. Required with O(rehearse).
+    type: dict
+    required: false
+  key_provider:
+    description:
+      - Where the tenant keys are, as for M(keel.postgres.backup). Required with O(rehearse).
+    type: dict
+    required: false
+  rehearsal_predictions:
+    description:
+      - "The C(predicted) dict of an earlier rehearsal's result (RV(rehearsal)), for example
+        C({{ rehearsed.rehearsal.predicted }}). The real run then sets its own figures beside them in
+        RV(prediction_vs_actual). Cannot be combined with O(rehearse)."
+    type: dict
 notes:
   - PostgreSQL 15 or later is needed for version schemas (the views are C(security_invoker), so row level
     security on the tables applies to their callers).
@@ -284,6 +383,33 @@ EXAMPLES = r"""
     name: 2026_11_orders_status
     operations: "{{ orders_status_operations }}"
     state: rolled_back
+
+- name: Rehearse on last night's backup, with e-mail addresses masked, replaying the hottest reads
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+    operations:
+      - alter_column: {table: orders, column: amount, type: bigint}
+    state: completed
+    rehearse:
+      backup: latest
+      tenant: shop
+      masking:
+        - {table: public.customers, column: email, expression: "md5(email)"}
+      queries:
+        - {name: revenue per customer, sql: "SELECT customer_id, sum(amount) FROM orders GROUP BY customer_id"}
+    store: {type: s3, bucket: shop-backups, region: eu-west-1}
+    key_provider: {type: aws_kms, region: eu-west-1}
+  register: rehearsed
+
+- name: Then migrate for real and compare with the rehearsal
+  keel.postgres.schema_change:
+    db: shop
+    name: 2026_11_orders_amount_bigint
+    operations:
+      - alter_column: {table: orders, column: amount, type: bigint}
+    state: completed
+    rehearsal_predictions: "{{ rehearsed.rehearsal.predicted }}"
 """
 
 RETURN = r"""
@@ -381,6 +507,74 @@ sessions_holding_locks:
   returned: when there are phases to run
   type: list
   elements: dict
+cost_signals:
+  description:
+    - What the migration costs the server, measured by this run (docs/schema_change.md, section Metrics).
+    - C(wal_bytes) WAL written during this run's phases (the server's WAL insert position difference, so the writes
+      of other sessions in the same time are included); C(temp_bytes) temp file bytes of the database meanwhile.
+    - C(run_seconds) this run's wall time; C(migration_seconds) the phases' wall time summed over all runs so far.
+    - C(extra_bytes_held) the size of the touched tables plus the helper tables the migration made (shadow copy, old
+      table kept for a revert) now, minus the same sum before the migration's first phase; C(peak_extra_bytes_held)
+      the largest such difference seen at the end of a phase, over all runs.
+    - C(size_before_bytes) and C(size_after_bytes) the touched tables with their indexes before and after this run.
+    - Null values mean the server could not tell (a standby has no WAL insert position).
+  returned: when phases ran (not in check mode)
+  type: dict
+  sample: {wal_bytes: 48513024, temp_bytes: 0, run_seconds: 12.4, migration_seconds: 12.1,
+           extra_bytes_held: 4612096, peak_extra_bytes_held: 9224192, size_before_bytes: 4612096,
+           size_after_bytes: 9224192}
+table_sizes:
+  description:
+    - Per touched table, C(table_bytes_before), C(table_bytes_after) (pg_table_size, all partitions of a partitioned
+      table), C(index_bytes_before) and C(index_bytes_after) (pg_indexes_size). A table that does not exist counts 0.
+  returned: when phases ran (not in check mode)
+  type: dict
+  sample: {public.orders: {table_bytes_before: 4423680, table_bytes_after: 8839168, index_bytes_before: 1146880,
+                           index_bytes_after: 1146880}}
+probe:
+  description:
+    - The O(probe_query) samples, C(samples), C(errors), C(first_error) (the error's class name only), C(p50_ms),
+      C(p99_ms) and C(max_ms).
+  returned: when O(probe_query) is set and phases ran
+  type: dict
+  sample: {samples: 42, errors: 0, first_error: null, p50_ms: 0.41, p99_ms: 3.2, max_ms: 3.2}
+rehearsal:
+  description:
+    - With O(rehearse), what the rehearsal did and measured (also attached when it fails). No row value is in it.
+    - C(tenant), C(backup_id), C(outcome) (V(passed) or V(failed); V(planned) in check mode), C(reason) and C(message)
+      (why it failed), C(scratch_database), C(scratch_dropped), C(stale_scratch_dropped) (scratch databases of killed
+      runs dropped first), C(stages_ms) (C(restore), C(masking), C(measure_before), C(migrate), C(measure_after),
+      C(drop_scratch)), C(masking) (per rule C(table), C(column) and C(rows) updated), C(migration) (C(phase),
+      C(phases), C(tables), C(version_schema) reached on the scratch database), C(dump_bytes), C(scratch_metrics) (the
+      scratch migration's own metrics, same shape as RV(metrics)) and C(wal_shared_with_cluster) (always true, see
+      O(rehearse)).
+    - C(predicted) (null when the migration failed) holds C(duration_ms) (the migration phases summed), C(phases_ms),
+      C(phases_wal_bytes), C(wal_bytes), C(size_change_bytes) (table and index bytes of the touched tables after minus
+      before), C(peak_extra_bytes_held), C(table_sizes), C(rows_backfilled), C(lock_attempts), C(lock_timeouts),
+      C(longest_lock_attempt_ms), C(p99_delta_pct_during) and C(p99_delta_pct_after) (with O(rehearse.queries)),
+      C(backup_id) and C(tenant). Pass it to O(rehearsal_predictions) of the real run.
+    - C(latency) (with O(rehearse.queries)) per query C(name), C(rows_before), C(rows_after), C(samples_during),
+      C(p99_ms_before), C(p99_ms_during), C(p99_ms_after), C(p99_delta_pct_during) with its bootstrap interval
+      C(p99_delta_pct_during_ci), C(p99_delta_pct_after) and C(p99_reliable) (false when there were too few samples
+      for a p99; a short migration gives few rounds during it); overall C(p99_delta_pct_during),
+      C(p99_delta_pct_after), C(significant_during), C(significant_after) and the sampler C(settings).
+  returned: when O(rehearse) is set
+  type: dict
+  sample: {tenant: acme, backup_id: 20261126T014700Z-526836b2, outcome: passed, scratch_dropped: true,
+           predicted: {duration_ms: 192.4, phases_ms: {validate: 23.9, start: 149.2, complete: 19.3}, wal_bytes: 6750168,
+                       size_change_bytes: 2334720, lock_attempts: 9, lock_timeouts: 0, longest_lock_attempt_ms: 27.1,
+                       p99_delta_pct_during: 238.6, p99_delta_pct_after: 0.2}}
+prediction_vs_actual:
+  description:
+    - With O(rehearsal_predictions), each figure of this run beside the rehearsal's prediction, as C(predicted),
+      C(actual), C(difference) (actual minus predicted) and C(ratio) (actual / predicted; null when the prediction
+      is 0 or missing), for C(duration_ms), C(wal_bytes), C(size_change_bytes), C(peak_extra_bytes_held),
+      C(lock_attempts), C(lock_timeouts) and C(longest_lock_attempt_ms), and per phase under C(phases_ms);
+      C(backup_id) names the backup the prediction was made on.
+  returned: when O(rehearsal_predictions) is set and phases ran (not in check mode)
+  type: dict
+  sample: {duration_ms: {predicted: 192.4, actual: 189.7, difference: -2.7, ratio: 0.986},
+           wal_bytes: {predicted: 6750168, actual: 8831552, difference: 2081384, ratio: 1.308}}
 blockers:
   description: On a lock timeout after all retries, the sessions holding locks on the tables.
   returned: when the lock retries ran out
@@ -440,16 +634,27 @@ metrics:
       returned: always
 """
 
+from ansible_collections.keel.postgres.plugins.module_utils import pg
+from ansible_collections.keel.postgres.plugins.module_utils.backup.keys import key_provider_option
+from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import backup_library_errors
+from ansible_collections.keel.postgres.plugins.module_utils.backup.stores import store_argument_spec
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.context import BackfillSettings
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.engine import MigrationRequest, MigrationRun
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.latency_probe import LatencyProbe, probe_settings
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.module_options import (
     check_batch_size,
     lock_policy_from,
     table_diff,
 )
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.prediction_report import (
+    check_predictions,
+    prediction_vs_actual,
+    run_figures,
+)
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.read_verification import parse_verify_reads
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.rehearsal import rehearse, rehearse_argument_spec
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
 
 
@@ -472,6 +677,12 @@ def argument_spec():
         backfill_pause_ratio=dict(type="float", default=0.2),
         max_replication_lag=dict(type="raw"),
         replication_lag_timeout=dict(type="raw", default="10min"),
+        probe_query=dict(type="str"),
+        probe_interval=dict(type="raw", default="1s"),
+        rehearse=dict(type="dict", options=rehearse_argument_spec()),
+        store=dict(type="dict", options=store_argument_spec()),
+        key_provider=key_provider_option(required=False),
+        rehearsal_predictions=dict(type="dict"),
     )
 
 
@@ -507,11 +718,28 @@ def request_from(params):
 
 def schema_change(module):
     request = request_from(module.params)
+    if module.params["rehearse"] is not None:
+        module.require_libraries(backup_library_errors())
+        return rehearse(module.params, request, module.connect_to, lambda database: module.client_tool_connection(database, "pg_restore"),
+                        module.metrics, module.check_mode)
+    predictions = check_predictions(module.params["rehearsal_predictions"])
+    probe = probe_settings(module.params["probe_query"], module.params["probe_interval"])
     conn = module.connect()
     try:
-        result = MigrationRun(conn, request, module.metrics).run(module.check_mode)
+        if probe is None or module.check_mode:
+            result = MigrationRun(conn, request, module.metrics).run(module.check_mode)
+        else:
+            # Its own connection, opened in the probe's thread (module.connect would time it as a phase of this one).
+            def connect():
+                return pg.connect(module.params, module.application_name + "/probe")
+
+            with LatencyProbe(connect, probe, module.metrics) as running:
+                result = MigrationRun(conn, request, module.metrics).run(False)
+            result["probe"] = running.summary()
     finally:
         conn.close()
+    if predictions is not None and "cost_signals" in result:
+        result["prediction_vs_actual"] = prediction_vs_actual(predictions, run_figures(result, module.metrics.as_dict()))
     diff = result.pop("diff", None)
     if module._diff and diff:
         result["diff"] = table_diff(diff["before"], diff["after"])

@@ -63,8 +63,12 @@ class MigrationContext:
 
         Deterministic so a resumed run finds what an interrupted one created.
         """
+        return "{0}{1}_{2}".format(self.helper_prefix(op_index), purpose, base)[:63]
+
+    def helper_prefix(self, op_index: int) -> str:
+        """What every helper name of operation ``op_index`` starts with (the cost signals find them by it)."""
         digest = hashlib.sha1("{0}:{1}".format(self.name, op_index).encode()).hexdigest()[:6]
-        return "_keel_{0}_{1}_{2}".format(digest, purpose, base)[:63]
+        return "_keel_{0}_".format(digest)
 
     # -- changing, always under the lock guard -----------------------------------
 

@@ -23,6 +23,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.contex
 )
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, parse_table_name
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy, blocking_sessions
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.migration_cost import MigrationCost
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.migration_versions import MigrationVersions
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations import parse_operations
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.operations.base import NotRevertible, Operation
@@ -112,6 +113,7 @@ class MigrationRun:
         self.recorded = self._record()  # as the run found it; the phases update the catalog, not this
         self.versions = self._versions()
         self._held_locks: List[str] = []
+        self.cost = MigrationCost(self.ctx, metrics, self.tables, len(self.operations))
 
     def _versions(self) -> MigrationVersions:
         base_schemas = sorted({table.split(".", 1)[0] for table in self.tables})
@@ -156,6 +158,7 @@ class MigrationRun:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, check_mode: bool) -> Dict[str, Any]:
+        self._label_metrics()
         record = self.recorded
         phase = record.phase if record else None
         self._refuse_changed_operations(record)
@@ -188,14 +191,24 @@ class MigrationRun:
             if check_mode:
                 result.update(changed=True, phase=phase, diff={"before": before, "after": before})
                 return result
+            self.cost.begin()
             self._run_phases(phases, fresh, result)
             record = self._record()
+            result.update(self.cost.finish(sum(record.phase_seconds.values())))
             until = record.revertible_until()
             result.update(changed=True, phase=record.phase, revertible_until=until.isoformat() if until else None,
                           diff={"before": before, "after": self.describe_tables()})
             return result
         finally:
             self._unlock_tables()
+
+    def _label_metrics(self) -> None:
+        """What the run is about; a migration this run finalizes on the way keeps the outer run's labels."""
+        if "migration" in self.metrics.labels:
+            return
+        database = self.conn.execute("SELECT current_database()").fetchone()[0]
+        self.metrics.label(db=database, schema=self.versions.base_schema, table=",".join(self.tables),
+                           migration=self.request.name)
 
     def _expired_window(self, record: Optional[catalog.MigrationRecord], desired: str) -> List[str]:
         """A completed migration past its revert window is finalized by whatever run comes next."""
@@ -257,6 +270,7 @@ class MigrationRun:
         if fresh:
             catalog.create(self.conn, self.request.name, self.request.operations, self.tables,
                            self.versions.schema, self.versions.base_schema)
+        self.cost.keep_baseline(fresh)
         for phase in phases:
             self._before_phase(phase, result)
             self._run_phase(phase)
@@ -291,7 +305,7 @@ class MigrationRun:
         catalog.set_phase(self.conn, self.request.name, running)
         began = time.monotonic()
         try:
-            with self.metrics.phase(phase):
+            with self.metrics.phase(phase), self.cost.phase():
                 self._phase_body(phase)
         except Exception as exc:
             catalog.add_phase_seconds(self.conn, self.request.name, phase, time.monotonic() - began)

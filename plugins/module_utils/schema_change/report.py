@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change import version_schema as vs
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.backfill_progress import backfill_progress
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.migration_versions import MigrationVersions
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.old_readers import old_readers
 
@@ -39,13 +41,8 @@ def _report(conn: Any, record: catalog.MigrationRecord) -> Dict[str, Any]:
         "old_versions": _old_versions(conn, record),
         "read_verification": catalog.latest_read_verifications(conn, record.name),
         "last_error": record.last_error,
-        "progress": {
-            "rows_backfilled": done,
-            "rows_estimated": estimated or None,
-            # Estimates come from the planner's statistics: they can be off, so never show more than 100%.
-            "percent": None if not estimated else min(100.0, round(100.0 * done / estimated, 1)),
-            "backfills_done": all(b["done"] for b in backfills),
-        },
+        "progress": dict(backfill_progress(conn, backfills), rows_backfilled=done, rows_estimated=estimated or None,
+                         backfills_done=all(b["done"] for b in backfills)),
         "backfills": backfills,
     }
 
@@ -68,3 +65,24 @@ def _drift(conn: Any, record: catalog.MigrationRecord) -> List[str]:
     if not record.version_schema or not vs.schema_exists(conn, record.version_schema):
         return []
     return vs.shape_drift(conn, record.version_schema)
+
+
+def record_progress_metrics(metrics: Any, migrations: List[Dict[str, Any]]) -> None:
+    """Per migration, series a dashboard or a "migration stuck" alert can read (labelled by migration)."""
+    for report in migrations:
+        labels = {"migration": report["name"]}
+        progress = report["progress"]
+        metrics.gauge("migration_in_flight", 1 if report["in_flight"] else 0, labels=labels)
+        metrics.gauge("migration_rows_done", progress["rows_done"], labels=labels)
+        for name, key in (("migration_progress_percent", "percent"), ("migration_eta_seconds", "eta_seconds"),
+                          ("migration_rate_rows_per_second", "rate_rows_per_second")):
+            if progress[key] is not None:
+                metrics.gauge(name, progress[key], labels=labels)
+        updated = datetime.datetime.fromisoformat(report["updated_at"])
+        metrics.gauge("migration_updated_timestamp_seconds", round(updated.timestamp(), 3), labels=labels)
+        if report["in_flight"]:
+            # How long it has been unfinished, by phase: "started for six hours" is a stuck migration,
+            # "completed for six hours" is a revert window doing its job.
+            created = datetime.datetime.fromisoformat(report["created_at"])
+            age = (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
+            metrics.gauge("unfinished_migration_age_seconds", round(max(age, 0.0), 3), labels=dict(labels, phase=report["phase"]))

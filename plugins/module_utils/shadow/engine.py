@@ -26,6 +26,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_
 from ansible_collections.keel.postgres.plugins.module_utils.shadow import catalog
 from ansible_collections.keel.postgres.plugins.module_utils.shadow import triggers as t
 from ansible_collections.keel.postgres.plugins.module_utils.shadow.drift import check_drift
+from ansible_collections.keel.postgres.plugins.module_utils.shadow.shadow_metrics import record_status, trigger_cost
 from ansible_collections.keel.postgres.plugins.module_utils.shadow.spec import (
     ShadowSpec,
     key_columns,
@@ -91,6 +92,8 @@ class ShadowRun:
     # -- entry point ---------------------------------------------------------------------------
 
     def run(self, check_mode: bool) -> Dict[str, Any]:
+        self.metrics.label(db=self.conn.info.dbname, schema=self.source.schema, table=self.source.qualified,
+                           migration=self.name)
         record = catalog.load(self.conn, self.name)
         current = record.state if record else catalog.DISABLED
         desired = self.request.state
@@ -383,6 +386,11 @@ class ShadowRun:
                 status["drift"] = check_drift(self.conn, self.spec.mapping, source, target, key_columns(source),
                                               self.request.drift_check, self.request.backfill.batch_size,
                                               self._new_keys_for_old(target))
+                if status["drift"]:
+                    self.metrics.count("rows_checked", status["drift"]["rows_checked"])
+        record_status(self.metrics, status)
+        status["trigger_cost"] = trigger_cost(self.conn, self.reverse_trigger_name if state == catalog.CUTOVER
+                                              else self.trigger_name, self.metrics)
         return status
 
     def _trigger_state(self, state: str, source: Optional[TableInfo]) -> str:
