@@ -27,6 +27,14 @@ SCHEMA_CHANGE_PLAYBOOK = """
       keel.postgres.schema_change: "{{ module_args }}"
 """
 
+MIGRATION_INFO_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: migration_info
+      keel.postgres.migration_info: "{{ module_args }}"
+"""
+
 
 @pytest.fixture
 def connection(pg_cluster, pg_db):
@@ -60,3 +68,15 @@ def items(pg_cluster, pg_db):
     )
     for statement in ("VACUUM (ANALYZE, FREEZE) items", "VACUUM (ANALYZE, FREEZE) small", "CHECKPOINT"):
         pg_cluster.execute(statement, dbname=pg_db)
+
+
+@pytest.fixture
+def migration_info(run_playbook, connection):
+    """keel.postgres.migration_info on the test's database; its whole result."""
+
+    def run(**options):
+        result = run_playbook(MIGRATION_INFO_PLAYBOOK, extra_vars={"module_args": dict(connection, **options)})
+        result.assert_ok()
+        return result.task("migration_info")["result"]
+
+    return run

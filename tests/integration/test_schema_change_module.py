@@ -10,14 +10,6 @@ from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
 pytestmark = pytest.mark.integration
 
 
-INFO_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: migration_info
-      keel.postgres.migration_info: "{{ module_args }}"
-"""
-
 WIDEN = [{"alter_column": {"table": "orders", "column": "amount", "type": "bigint"}}]
 
 
@@ -41,11 +33,9 @@ def migrate(run_playbook, connection):
 
 
 @pytest.fixture
-def migration_info(run_playbook, connection):
+def migrations(migration_info):
     def run(**options):
-        result = run_playbook(INFO_PLAYBOOK, extra_vars={"module_args": dict(connection, **options)})
-        result.assert_ok()
-        return result.task("migration_info")["result"]["migrations"]
+        return migration_info(**options)["migrations"]
 
     return run
 
@@ -88,23 +78,23 @@ def test_diff_shows_table_definition_before_and_after(migrate, orders):
     assert "  amount bigint NOT NULL DEFAULT 0" in table_diff["after"]
 
 
-def test_migration_info_reports_phases_progress_and_rollback_time(migrate, migration_info, orders):
+def test_migration_info_reports_phases_progress_and_rollback_time(migrate, migrations, orders):
     migrate("widen_amount", WIDEN, state="started")[0].assert_ok()
-    (started,) = migration_info(name="widen_amount")
+    (started,) = migrations(name="widen_amount")
     assert started["phase"] == "started" and started["in_flight"] is True
     assert started["tables"] == ["public.orders"]
     assert started["progress"]["rows_backfilled"] == 3000
     assert started["progress"]["percent"] == 100.0
     assert started["phase_seconds"]["start"] > 0
     migrate("widen_amount", WIDEN, state="rolled_back")[0].assert_ok()
-    (rolled_back,) = migration_info(name="widen_amount")
+    (rolled_back,) = migrations(name="widen_amount")
     assert rolled_back["phase"] == "rolled_back" and rolled_back["in_flight"] is False
     assert rolled_back["rollback_seconds"] is not None and rolled_back["rollback_seconds"] > 0
-    assert migration_info(name="no_such_migration") == []
+    assert migrations(name="no_such_migration") == []
 
 
-def test_migration_info_on_a_database_without_catalog_is_empty(migration_info):
-    assert migration_info() == []
+def test_migration_info_on_a_database_without_catalog_is_empty(migrations):
+    assert migrations() == []
 
 
 @pytest.mark.parametrize(
@@ -158,7 +148,7 @@ READS = [{"name": "amounts", "query": "SELECT id, amount FROM orders", "key": ["
 
 
 def test_through_ansible_verified_completion_then_revert_then_complete_again(
-        migrate, migration_info, pg_cluster, pg_db, orders):
+        migrate, migrations, pg_cluster, pg_db, orders):
     planned, plan = migrate("widen_amount", WIDEN, state="completed", check=True)
     planned.assert_ok()
     impacts = {(step["phase"], step["operation"]): step["client_impact"] for step in plan["plan"]}
@@ -179,7 +169,7 @@ def test_through_ansible_verified_completion_then_revert_then_complete_again(
     result.assert_ok()
     assert (reverted["changed"], reverted["phase"]) == (True, "reverted")
     assert column_type(pg_cluster, pg_db, "amount") == "integer"
-    (info,) = migration_info(name="widen_amount")
+    (info,) = migrations(name="widen_amount")
     assert info["phase"] == "reverted" and info["revert_seconds"] > 0 and info["version_schema"] is not None
     assert info["read_verification"][0]["ok"] is True
     again, repeated = migrate("widen_amount", WIDEN, state="reverted")

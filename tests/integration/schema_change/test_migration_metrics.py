@@ -18,14 +18,6 @@ from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
 
 pytestmark = pytest.mark.integration
 
-INFO_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: migration_info
-      keel.postgres.migration_info: "{{ module_args }}"
-"""
-
 
 def widen(table):
     return [{"alter_column": {"table": table, "column": "amount", "type": "bigint"}}]
@@ -53,16 +45,6 @@ def migrate(run_playbook, connection):
         args.update(options)
         result = run_playbook(SCHEMA_CHANGE_PLAYBOOK, extra_vars={"module_args": args})
         return result, result.task("schema change")["result"]
-
-    return run
-
-
-@pytest.fixture
-def migration_info(run_playbook, connection):
-    def run(**options):
-        result = run_playbook(INFO_PLAYBOOK, extra_vars={"module_args": dict(connection, **options)})
-        result.assert_ok()
-        return result.task("migration_info")["result"]
 
     return run
 
