@@ -88,6 +88,7 @@ options:
       - While the dump streams, rewrite this JSON file (atomically, at most every 2 seconds) with percent done, rate and
         ETA, for runs with Ansible C(async), whose job file only holds the result once the module exits.
       - The total is estimated from C(pg_database_size), so percent stays at most 99 until the stream ends.
+      - A backup that fails leaves C(state) V(failed) in it; a killed one leaves V(running).
       - Its directory must exist.
     type: path
 notes:

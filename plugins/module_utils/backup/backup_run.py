@@ -141,6 +141,7 @@ class BackupRun:
             raise
         writer = None
         stats: Optional[_StatsCollector] = None
+        progress: Optional[ProgressFile] = None
         try:
             data_key = os.urandom(DATA_KEY_BYTES)
             with self.metrics.phase("wrap_key"):
@@ -175,11 +176,15 @@ class BackupRun:
         except KeelError as exc:
             if writer is not None:
                 writer.abort()
+            if progress is not None:
+                progress.fail()
             exc.details.setdefault("audit", self._audit("backup", "failed", lock, backup_id=backup_id, error=exc.message))
             raise
         except BaseException:
             if writer is not None:
                 writer.abort()
+            if progress is not None:
+                progress.fail()
             raise
         finally:
             if stats is not None:

@@ -17,6 +17,7 @@ remaining estimate at the rate measured so far.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -75,6 +76,12 @@ class ProgressFile:
     def finish(self, done_bytes: int, state: str = "done") -> Dict[str, Any]:
         self._write(done_bytes, state)
         return self.last
+
+    def fail(self) -> None:
+        """Say the backup failed, so a reader does not wait on "running"; a file that cannot be written is left as it is."""
+        # The backup's own failure is what the task reports; a progress file it cannot write must not replace it.
+        with contextlib.suppress(OSError):
+            self._write(int(self.last.get("raw_bytes_done") or 0), "failed")
 
     def _write(self, done_bytes: int, state: str) -> None:
         figures = progress_figures(done_bytes, self.expected_bytes, self._clock() - self._began, state == "done")
