@@ -38,7 +38,6 @@ cannot be reached, the scratch database cannot be created) stop the run.
 from __future__ import annotations
 
 import datetime
-import secrets
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -52,7 +51,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.manifest impo
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import Lock, ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance import expected_migration_problem, restored_fingerprint
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
-from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
+from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_database import ScratchDatabase
+from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_database import scratch_database_name as scratch_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_ownership import (
     drop_orphaned_scratch_databases,
     hold_scratch,
@@ -78,8 +78,6 @@ Connect = Callable[[str], Any]  # database name -> autocommit psycopg connection
 ConnKwargs = Callable[[str], Dict[str, Any]]  # database name -> libpq keywords for pg_restore
 
 SCRATCH_PREFIX = "keel_verify_"
-_MAX_IDENTIFIER = 63
-_SCRATCH_TENANT_CHARS = _MAX_IDENTIFIER - len(SCRATCH_PREFIX) - 9  # "_" + 8 hex
 
 
 class VerificationFailed(KeelError):
@@ -99,7 +97,7 @@ class ScratchUnavailable(KeelError):
 
 def scratch_database_name(tenant: str, token: Optional[str] = None) -> str:
     """``keel_verify_<tenant>_<8 hex>``, the tenant part shortened to stay within PostgreSQL's 63-byte names."""
-    return "{0}{1}_{2}".format(SCRATCH_PREFIX, check_tenant_name(tenant, "tenant")[:_SCRATCH_TENANT_CHARS], token or secrets.token_hex(4))
+    return scratch_name(SCRATCH_PREFIX, check_tenant_name(tenant, "tenant"), token)
 
 
 def success_rate(passed: int, failed: int) -> Optional[float]:
@@ -110,13 +108,10 @@ def success_rate(passed: int, failed: int) -> Optional[float]:
 # -- the run ---------------------------------------------------------------------------------------------------------
 
 
-class _Scratch:
+class _Scratch(ScratchDatabase):
     """One verification's scratch database, and the key its record is sealed with once the manifest opened."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.created = False
-        self.record_mac_key: Optional[bytes] = None
+    record_mac_key: Optional[bytes] = None
 
 
 class VerifyRun:
@@ -196,7 +191,7 @@ class VerifyRun:
         at = self.clock()
         began = time.monotonic()
         record = _new_record(chosen, at, self.actor)
-        scratch = _Scratch(scratch_database_name(chosen.tenant.name))
+        scratch = _Scratch(scratch_database_name(chosen.tenant.name), self.connect, self.request.maintenance_db)
         # Held from before the database exists until after it is gone; a killed run's lock goes with its session.
         owner = self.connect(self.request.maintenance_db)
         try:
@@ -258,37 +253,21 @@ class VerifyRun:
                     len(failed), len(record["assertions"]), ", ".join("{0} ({1})".format(entry["name"], entry["problem"]) for entry in failed)))
 
     def _create(self, scratch: _Scratch, schemas: Sequence[str]) -> None:
-        maintenance = self.connect(self.request.maintenance_db)
         try:
-            create_database(maintenance, scratch.name)
+            scratch.create()
         except psycopg.Error as exc:
             raise ScratchUnavailable("could not create the scratch database {0}: {1}".format(scratch.name, str(exc).strip())) from None
-        finally:
-            maintenance.close()
-        scratch.created = True
-        fresh = self.connect(scratch.name)
-        try:
-            make_room_for_schemas(fresh, schemas)
-        finally:
-            fresh.close()
+        scratch.prepare(schemas)
 
     def _drop(self, scratch: _Scratch, record: Dict[str, Any]) -> bool:
         """Drop the scratch database if this run created it; never raises (the outcome must still be recorded)."""
-        if not scratch.created:
-            return True
         began = time.monotonic()
-        try:
-            maintenance = self.connect(self.request.maintenance_db)
-            try:
-                drop_database(maintenance, scratch.name)
-            finally:
-                maintenance.close()
-        except (KeelError, psycopg.Error) as exc:
-            problem = exc.message if isinstance(exc, KeelError) else describe_condition(sql_condition(exc))
-            add_message(record, "the scratch database {0} could not be dropped ({1}): drop it by hand".format(
-                scratch.name, problem))
+        problem = scratch.drop()
+        if problem is not None:
+            add_message(record, problem)
             return False
-        record["stages_ms"]["drop_scratch"] = ms_since(began)
+        if scratch.created:
+            record["stages_ms"]["drop_scratch"] = ms_since(began)
         return True
 
     def _publish(self, record: Dict[str, Any], at: datetime.datetime, mac_key: Optional[bytes]) -> Dict[str, Any]:

@@ -32,7 +32,6 @@ figures beside them.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -42,7 +41,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.client_proces
 from ansible_collections.keel.postgres.plugins.module_utils.backup.key_provider import KeyProvider
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import ObjectStore
 from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_pipeline import RestoreOptions, restore_dump
-from ansible_collections.keel.postgres.plugins.module_utils.backup.restore_target import create_database, drop_database, make_room_for_schemas
+from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_database import ScratchDatabase, scratch_database_name
 from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_ownership import drop_orphaned_scratch_databases, hold_scratch
 from ansible_collections.keel.postgres.plugins.module_utils.backup.scratch_record import FAILED, PASSED, add_message, fail_record, timed_stage
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import open_store_and_keys
@@ -68,7 +67,6 @@ Connect = Callable[[str], Any]  # database name -> autocommit psycopg connection
 ConnKwargs = Callable[[str], Dict[str, Any]]  # database name -> libpq keywords for pg_restore
 
 SCRATCH_PREFIX = "keel_rehearse_"
-_SCRATCH_TENANT_CHARS = 63 - len(SCRATCH_PREFIX) - 9  # "_" + 8 hex within PostgreSQL's 63-byte names
 REHEARSED_STATES = ("started", "completed", "finalized")
 
 
@@ -148,10 +146,6 @@ def rehearse(params: Mapping[str, Any], migration: MigrationRequest, connect: Co
     return {"changed": False, "name": migration.name, "rehearsal": record}
 
 
-def scratch_database_name(tenant: str) -> str:
-    return "{0}{1}_{2}".format(SCRATCH_PREFIX, tenant[:_SCRATCH_TENANT_CHARS], secrets.token_hex(4))
-
-
 class Rehearsal:
     def __init__(self, request: RehearsalRequest, migration: MigrationRequest, store: ObjectStore, keys: KeyProvider, connect: Connect,
                  conn_kwargs: ConnKwargs, metrics: RunMetrics) -> None:
@@ -188,21 +182,20 @@ class Rehearsal:
         reader: BackupReader = facts["reader"]
         self.metrics.label(tenant=self.request.tenant, migration=self.migration.name)
         record = _new_record(self.request.tenant, reader.backup_id, self._drop_stale_scratch())
-        scratch = scratch_database_name(self.request.tenant)
-        created: List[str] = []
+        scratch = ScratchDatabase(scratch_database_name(SCRATCH_PREFIX, self.request.tenant), self.connect, self.request.maintenance_db)
         # Held from before the database exists until after it is gone; a killed run's lock goes with its session.
         owner = self.connect(self.request.maintenance_db)
         try:
-            hold_scratch(owner, scratch)
+            hold_scratch(owner, scratch.name)
             with self.metrics.phase("rehearsal"):
-                self._restore(reader, facts["pg_restore"], scratch, created, record)
-                self._rehearse(scratch, record)
+                self._restore(reader, facts["pg_restore"], scratch, record)
+                self._rehearse(scratch.name, record)
         except KeelError as exc:
             fail_record(record, exc.kind, withhold_row_text(exc.message) if isinstance(exc, ClientToolProblem) else exc.message)
         except psycopg.Error as exc:  # its message could quote row values
             fail_record(record, "query_failed", "a statement on the scratch database failed with {0}".format(describe_condition(sql_condition(exc))))
         finally:
-            record["scratch_dropped"] = self._drop(created, record)
+            record["scratch_dropped"] = self._drop(scratch, record)
             owner.close()
         self._gauges(record)
         if record["outcome"] == FAILED or not record["scratch_dropped"]:
@@ -221,21 +214,12 @@ class Rehearsal:
         finally:
             maintenance.close()
 
-    def _restore(self, reader: BackupReader, pg_restore: str, scratch: str, created: List[str], record: Dict[str, Any]) -> None:
+    def _restore(self, reader: BackupReader, pg_restore: str, scratch: ScratchDatabase, record: Dict[str, Any]) -> None:
         with timed_stage(record, "restore", self.metrics):
-            maintenance = self.connect(self.request.maintenance_db)
-            try:
-                create_database(maintenance, scratch)
-            finally:
-                maintenance.close()
-            created.append(scratch)
-            record["scratch_database"] = scratch
-            fresh = self.connect(scratch)
-            try:
-                make_room_for_schemas(fresh, (reader.manifest.get("scope") or {}).get("schemas") or [])
-            finally:
-                fresh.close()
-            streamed = restore_dump(reader.dump_bytes(), pg_restore, self.conn_kwargs(scratch), RestoreOptions(jobs=1, no_owner=True))
+            scratch.create()
+            record["scratch_database"] = scratch.name
+            scratch.prepare((reader.manifest.get("scope") or {}).get("schemas") or [])
+            streamed = restore_dump(reader.dump_bytes(), pg_restore, self.conn_kwargs(scratch.name), RestoreOptions(jobs=1, no_owner=True))
         record["dump_bytes"] = streamed.dump_bytes
         self.metrics.count("dump_bytes", streamed.dump_bytes)
 
@@ -281,21 +265,14 @@ class Rehearsal:
         with timed_stage(record, stage, self.metrics):
             return sample_latencies(conn, self.request.queries, self.request.sampler, self.metrics)
 
-    def _drop(self, created: List[str], record: Dict[str, Any]) -> bool:
+    def _drop(self, scratch: ScratchDatabase, record: Dict[str, Any]) -> bool:
         """Drop the scratch database if this run created it; never raises (the record must still come back)."""
-        if not created:
+        if not scratch.created:
             return True
-        try:
-            with timed_stage(record, "drop_scratch", self.metrics):
-                maintenance = self.connect(self.request.maintenance_db)
-                try:
-                    drop_database(maintenance, created[0])
-                finally:
-                    maintenance.close()
-        except (KeelError, psycopg.Error) as exc:
-            problem = exc.message if isinstance(exc, KeelError) else describe_condition(sql_condition(exc))
-            add_message(record, "the scratch database {0} could not be dropped ({1}): drop it by hand".format(
-                created[0], problem))
+        with timed_stage(record, "drop_scratch", self.metrics):
+            problem = scratch.drop()
+        if problem is not None:
+            add_message(record, problem)
             return False
         return True
 
