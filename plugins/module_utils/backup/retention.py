@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ansible_collections.keel.postgres.plugins.module_utils.backup.catalog import MAC_FAILED, MAC_VERIFIED, BackupEntry
 from ansible_collections.keel.postgres.plugins.module_utils.backup.object_store import IncompleteUpload
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant
+from ansible_collections.keel.postgres.plugins.module_utils.observe.cost import CostTable, StoredSet, TierPrice, tier_report
 
 DELETE = "delete"
 KEEP = "keep"
@@ -121,25 +122,15 @@ def tier_of(entry: BackupEntry, tenant: Tenant, now: datetime.datetime) -> str:
 
 
 def storage_cost(tenant: Tenant, kept: Sequence[BackupEntry], now: datetime.datetime, prices: Dict[str, float]) -> Dict[str, Any]:
-    """Bytes kept per tier and their estimated monthly cost from the price table (per GiB-month)."""
-    tiers: Dict[str, Dict[str, Any]] = {}
-    for entry in kept:
-        tier = tiers.setdefault(tier_of(entry, tenant, now), {"bytes": 0, "backups": 0})
-        tier["bytes"] += entry.stored_bytes
-        tier["backups"] += 1
-    total: Optional[float] = 0.0
-    unpriced = []
-    for name, tier in tiers.items():
-        price = prices.get(name)
-        if price is None:
-            tier["monthly_cost"] = None
-            unpriced.append(name)
-            continue
-        tier["monthly_cost"] = tier["bytes"] / float(1 << 30) * float(price)
-        total = (total or 0.0) + tier["monthly_cost"]
+    """Bytes kept per tier and their estimated monthly cost from the price table (per GiB-month).
+
+    The cost engine's tier report (``observe.cost``) with storage prices only, in the keys this report has always had.
+    """
+    table = CostTable(currency="", tiers={name: TierPrice(price_gb_month=float(price)) for name, price in prices.items()})
+    report = tier_report([StoredSet(tier_of(entry, tenant, now), entry.stored_bytes) for entry in kept], table)
     return {
-        "tiers": tiers,
-        "bytes": sum(tier["bytes"] for tier in tiers.values()),
-        "monthly_cost": total if total is not None and not unpriced else None,
-        "unpriced_tiers": unpriced,
+        "tiers": {name: {key: entry[key] for key in ("bytes", "backups", "monthly_cost")} for name, entry in report["tiers"].items()},
+        "bytes": report["bytes"],
+        "monthly_cost": report["monthly_cost"],
+        "unpriced_tiers": report["unpriced_tiers"],
     }

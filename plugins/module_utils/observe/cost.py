@@ -159,7 +159,7 @@ def tier_report(sets: Sequence[StoredSet], table: CostTable) -> Dict[str, Any]:
     report: Dict[str, Any] = {"currency": table.currency, "tiers": tiers, "bytes": sum(entry["bytes"] for entry in tiers.values()),
                               "unpriced_tiers": unpriced}
     for key in ("monthly_cost", "energy_kwh_per_month", "carbon_grams_per_month"):
-        report[key] = None if unpriced else sum(entry[key] for entry in tiers.values())
+        report[key] = None if unpriced else sum((entry[key] for entry in tiers.values()), 0.0)
     return report
 
 
