@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, regclass_text
 
 try:
     from psycopg import sql
@@ -103,7 +103,7 @@ def _parent(conn: Any, table: TableName) -> PartitionSet:
         "       (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = p.partattrs[0])"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace LEFT JOIN pg_partitioned_table p ON p.partrelid = c.oid"
         " WHERE c.oid = to_regclass(%s)",
-        (_regclass_text(table),),
+        (regclass_text(table.schema, table.name),),
     ).fetchone()
     if row is None:
         raise InvalidOption("table", "no table {0} in this database (searched {1})".format(
@@ -155,12 +155,6 @@ def _cast(conn: Any, literal: str, key_type: str) -> Any:
         return None
     # The literal was rendered by this session; let it parse it back rather than guessing its format in Python.
     return conn.execute(sql.SQL("SELECT {0}::{1}").format(sql.SQL(literal), sql.SQL(key_type))).fetchone()[0]
-
-
-def _regclass_text(table: TableName) -> str:
-    # Names are plain identifiers (checked by parse_table_name); quoting keeps upper case meaning itself.
-    quoted = '"{0}"'.format(table.name)
-    return '"{0}".{1}'.format(table.schema, quoted) if table.schema else quoted
 
 
 def _show(value: Any) -> Any:

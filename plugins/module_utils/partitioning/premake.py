@@ -20,6 +20,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.observe.metrics impo
 from ansible_collections.keel.postgres.plugins.module_utils.partitioning.interval import Interval, align_down
 from ansible_collections.keel.postgres.plugins.module_utils.partitioning.partition_names import partition_name
 from ansible_collections.keel.postgres.plugins.module_utils.partitioning.partition_set import PartitionSet
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import regclass_text
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.lock_guard import LockPolicy, run_in_guarded_transaction
 
 try:
@@ -95,7 +96,7 @@ def refuse_default_overlap(conn: Any, parent: PartitionSet, planned: List[NewPar
 
 def refuse_taken_names(conn: Any, planned: List[NewPartition]) -> None:
     for new in planned:
-        if conn.execute("SELECT to_regclass(%s)", (_regclass_text(new.schema, new.name),)).fetchone()[0] is not None:
+        if conn.execute("SELECT to_regclass(%s)", (regclass_text(new.schema, new.name),)).fetchone()[0] is not None:
             raise InvalidOption("premake", "cannot create partition {0}: a relation of that name exists already and is not a "
                                            "partition of this table".format(new.qualified))
 
@@ -129,10 +130,6 @@ def _check_grid(anchor: Any, interval: Interval) -> None:
     date_only = isinstance(anchor, datetime.date) and not isinstance(anchor, datetime.datetime)
     if date_only and interval.seconds and interval.seconds % 86400:
         raise InvalidOption("interval", "the partition key is a date: the interval must be whole days, got {0}".format(interval.describe()))
-
-
-def _regclass_text(schema: str, name: str) -> str:
-    return '"{0}"."{1}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
 
 
 def _show(value: Any) -> Any:

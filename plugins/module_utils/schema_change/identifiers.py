@@ -21,6 +21,13 @@ MAX_IDENTIFIER_BYTES = 63
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
+def regclass_text(schema: Optional[str], name: str) -> str:
+    """The name as ``to_regclass`` / ``::regclass`` text: each part in double quotes (doubled inside), so upper
+    case means itself and nothing in a name is parsed as SQL."""
+    quoted = '"{0}"'.format(name.replace('"', '""'))
+    return '"{0}".{1}'.format(schema.replace('"', '""'), quoted) if schema else quoted
+
+
 class TableName(NamedTuple):
     schema: Optional[str]
     name: str

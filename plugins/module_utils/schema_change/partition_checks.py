@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import regclass_text
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_info import TableInfo
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.table_relations import (
     table_relations,
@@ -92,7 +93,7 @@ def refuse_uncovered(conn: Any, info: TableInfo, key: str, values: List[Any], fi
 
 def refuse_taken_names(conn: Any, schema: str, names: List[str], field: str) -> None:
     taken = [name for name in names
-             if conn.execute("SELECT to_regclass(%s)", ('"{0}"."{1}"'.format(schema, name),)).fetchone()[0]]
+             if conn.execute("SELECT to_regclass(%s)", (regclass_text(schema, name),)).fetchone()[0]]
     if taken:
         raise InvalidOption(field, "cannot create partition(s) {0} in schema {1}: the name(s) exist already".format(
             ", ".join(taken), schema))

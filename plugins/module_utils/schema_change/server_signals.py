@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import regclass_text
+
 
 class TableSize(NamedTuple):
     table_bytes: int  # heap + TOAST + free space and visibility maps (pg_table_size), summed over partitions
@@ -35,11 +37,12 @@ def table_sizes(conn: Any, tables: List[str]) -> Dict[str, TableSize]:
     """Size of each schema-qualified table (a partitioned one: all its partitions); 0 for one that does not exist."""
     sizes = {}
     for table in tables:
+        schema, _sep, name = table.partition(".")
         # pg_partition_tree lists nothing for a table that is neither partitioned nor a partition: add it itself.
         row = _row(conn, "SELECT coalesce(sum(pg_table_size(relid)), 0)::bigint,"
                          " coalesce(sum(pg_indexes_size(relid)), 0)::bigint FROM ("
                          " SELECT relid FROM pg_partition_tree(to_regclass(%s)) UNION SELECT to_regclass(%s)) AS rels"
-                         " WHERE relid IS NOT NULL", (_quoted(table), _quoted(table)))
+                         " WHERE relid IS NOT NULL", (regclass_text(schema, name), regclass_text(schema, name)))
         sizes[table] = TableSize(int(row[0]), int(row[1])) if row else TableSize(0, 0)
     return sizes
 
@@ -62,11 +65,6 @@ def helper_bytes(conn: Any, schemas: List[str], prefixes: List[str], exclude: Li
 
 def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
-
-
-def _quoted(table: str) -> str:
-    schema, _sep, name = table.partition(".")
-    return '"{0}"."{1}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
 
 
 def _scalar(conn: Any, query: str, params: Any = None) -> Optional[int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
-from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change.identifiers import TableName, regclass_text
 from ansible_collections.keel.postgres.plugins.module_utils.schema_change.version_schema import is_version_schema_sql
 
 
@@ -53,7 +53,7 @@ def resolve_table(conn: Any, table: TableName) -> Optional[TableInfo]:
         "SELECT c.oid::int8, n.nspname, c.relname, c.relkind, c.reltuples::int8, pg_total_relation_size(c.oid)"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.oid = to_regclass(%s) AND c.relkind IN ('r', 'p')",
-        (_regclass_text(table),),
+        (regclass_text(table.schema, table.name),),
     ).fetchone()
     if row is None:
         return None
@@ -123,13 +123,6 @@ def describe(info: Optional[TableInfo]) -> str:
     for index in sorted(info.indexes, key=lambda i: i.name):
         lines.append("  {0}{1}".format(index.definition, "" if index.valid else " -- INVALID"))
     return "\n".join(lines) + "\n"
-
-
-def _regclass_text(table: TableName) -> str:
-    # Names are plain identifiers (identifiers.py), so quoting each part is exact.
-    if table.schema:
-        return '"{0}"."{1}"'.format(table.schema, table.name)
-    return '"{0}"'.format(table.name)
 
 
 def _columns(conn: Any, oid: int) -> Dict[str, Column]:
