@@ -206,8 +206,7 @@ class MigrationRun:
         """What the run is about; a migration this run finalizes on the way keeps the outer run's labels."""
         if "migration" in self.metrics.labels:
             return
-        database = self.conn.execute("SELECT current_database()").fetchone()[0]
-        self.metrics.label(db=database, schema=self.versions.base_schema, table=",".join(self.tables),
+        self.metrics.label(db=self.conn.info.dbname, schema=self.versions.base_schema, table=",".join(self.tables),
                            migration=self.request.name)
 
     def _expired_window(self, record: Optional[catalog.MigrationRecord], desired: str) -> List[str]:
