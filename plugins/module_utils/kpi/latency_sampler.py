@@ -103,14 +103,20 @@ def sample_latencies(
     for round_index in range(settings.warmup + settings.runs):
         recording = round_index >= settings.warmup
         with _phase(metrics, "measure" if recording else "warmup"):
-            for position in round_order(len(queries), round_index):
-                elapsed, rows = execute_once(conn, queries[position], settings, clock)
-                if recording:
-                    results[position].samples_ms.append(elapsed * 1000.0)
-                    results[position].rows = rows
+            run_round(conn, queries, results if recording else None, round_index, settings, clock)
         if metrics is not None:
             metrics.count("executions", len(queries))
     return results
+
+
+def run_round(conn: Any, queries: Sequence[LatencyQuery], results: Optional[List[QuerySamples]], round_index: int,
+              settings: SamplerSettings, clock: Callable[[], float] = time.perf_counter) -> None:
+    """Round ``round_index``: every query once, in its rotated order; samples go to ``results`` (None: a warmup)."""
+    for position in round_order(len(queries), round_index):
+        elapsed, rows = execute_once(conn, queries[position], settings, clock)
+        if results is not None:
+            results[position].samples_ms.append(elapsed * 1000.0)
+            results[position].rows = rows
 
 
 def execute_once(conn: Any, query: LatencyQuery, settings: SamplerSettings, clock: Callable[[], float] = time.perf_counter) -> tuple:

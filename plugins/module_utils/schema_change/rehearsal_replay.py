@@ -26,8 +26,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler 
     LatencyQuery,
     QuerySamples,
     SamplerSettings,
-    execute_once,
-    round_order,
+    run_round,
 )
 
 
@@ -55,10 +54,7 @@ class ReplayDuring:
         round_index = 0
         try:
             while True:
-                for position in round_order(len(self.queries), round_index):
-                    elapsed, rows = execute_once(self.conn, self.queries[position], self.settings)
-                    self.results[position].samples_ms.append(elapsed * 1000.0)
-                    self.results[position].rows = rows
+                run_round(self.conn, self.queries, self.results, round_index, self.settings)
                 round_index += 1
                 if self._stop.is_set():
                     return
