@@ -29,16 +29,18 @@ import hashlib
 import json
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog as migrations_catalog
+
 PROVENANCE_VERSION = 1
 FINGERPRINT_METHOD = "keel-schema-v1"
 # Bookkeeping of keel itself: its tables change with keel versions, not with the application's schema.
 EXCLUDED_SCHEMAS = ("keel",)
 
-# Applied = the migration changed the schema (and is not undone).
-APPLIED_STATES = ("started", "completing", "completed", "finalizing", "finalized", "reverting")
+# The schema_change catalog's phases (migrations_catalog): applied = the migration changed the schema and is not undone.
+APPLIED_STATES = (migrations_catalog.STARTED, migrations_catalog.COMPLETING, migrations_catalog.COMPLETED,
+                  migrations_catalog.FINALIZING, migrations_catalog.FINALIZED, migrations_catalog.REVERTING)
+COMPLETED_STATES = (migrations_catalog.COMPLETED, migrations_catalog.FINALIZING, migrations_catalog.FINALIZED)
 EXPECT_STATES = ("completed", "finalized", "any-applied")
-# Phases in which a migration has not (or no longer) changed the schema: a snapshot showing them precedes a (re)start.
-NOT_STARTED_STATES = ("rolled_back", "reverted")
 
 # Which schemas are described: the dumped ones (all user schemas when the scope names none).
 _SCHEMAS = """
@@ -127,9 +129,9 @@ def state_matches(state: Optional[str], expected: str) -> bool:
     if state is None:
         return False
     if expected == "finalized":
-        return state == "finalized"
+        return state == migrations_catalog.FINALIZED
     if expected == "completed":
-        return state in ("completed", "finalizing", "finalized")
+        return state in COMPLETED_STATES
     return state in APPLIED_STATES
 
 
@@ -145,7 +147,8 @@ def precedes_start(provenance: Optional[Mapping[str, Any]], name: str) -> bool:
     if not provenance:
         return False
     entry = find_migration(provenance, name)
-    return entry is None or entry.get("state") in NOT_STARTED_STATES
+    # Undone phases leave nothing in the schema: a snapshot showing one precedes a (re)start.
+    return entry is None or entry.get("state") in migrations_catalog.UNDONE
 
 
 def expected_migration_problem(provenance: Optional[Mapping[str, Any]], name: str, expected: str) -> Optional[str]:

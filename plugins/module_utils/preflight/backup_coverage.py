@@ -39,11 +39,8 @@ from ansible_collections.keel.postgres.plugins.module_utils.backup.provenance im
 from ansible_collections.keel.postgres.plugins.module_utils.backup.shared_options import open_store_and_keys
 from ansible_collections.keel.postgres.plugins.module_utils.backup.tenants import Tenant, parse_tenants, select_tenant
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.schema_change import catalog as migrations_catalog
 from ansible_collections.keel.postgres.plugins.module_utils.units import parse_duration
-
-# Phases after which nothing of the migration is left in the schema.
-UNDONE = ("rolled_back", "reverted")
-FINALIZED = "finalized"
 
 
 @dataclass(frozen=True)
@@ -80,9 +77,9 @@ def coverage_request_from(params: Mapping[str, Any]) -> Optional[CoverageRequest
 def needs_coverage(migration: Dict[str, Any], now: datetime.datetime, within_seconds: float) -> bool:
     """In flight or not finalized; or finalized, but completed (or finalized) less than ``within`` ago."""
     state = migration.get("state")
-    if state in UNDONE:
+    if state in migrations_catalog.UNDONE:
         return False
-    if state != FINALIZED:
+    if state != migrations_catalog.FINALIZED:
         return True
     stamp = migration.get("completed_at") or migration.get("finalized_at")
     if stamp is None:
