@@ -95,12 +95,16 @@ class KeelModule(AnsibleModule):
         self.exit_json(**result)
 
     def _observe(self, error_kind: Optional[str]) -> Dict[str, Any]:
-        """The result's ``metrics``, after writing the textfile and sending the spans (each only when asked for)."""
+        """The result's ``metrics``, after writing the textfile and sending the spans (each only when asked for).
+
+        The record is read once, when the work is over, so the result and the textfile report the same figures.
+        """
+        metrics = self.metrics.as_dict()
         exported: Dict[str, Any] = {"textfile": None, "trace_id": None, "spans": 0}
         path = self.params.get("metrics_textfile")
         if path and not self.check_mode:
             try:
-                written = textfile.write_textfile(path, self.keel_name, self.metrics.as_dict(), self.metrics.maxima, error_kind is None, time.time())
+                written = textfile.write_textfile(path, self.keel_name, metrics, self.metrics.maxima, error_kind is None, time.time())
                 exported["textfile"] = written["path"]
                 if written["reset"]:
                     self.warn("metrics_textfile: {0} held text keel did not write; it was replaced".format(written["path"]))
@@ -111,7 +115,6 @@ class KeelModule(AnsibleModule):
             exported.update(trace_id=outcome.trace_id, spans=outcome.spans)
             if outcome.warning:
                 self.warn(outcome.warning)
-        metrics = self.metrics.as_dict()
         metrics["exported"] = exported
         return metrics
 
