@@ -93,6 +93,18 @@ options:
     description: Longest run of one execution, for example V(500ms), V(30s) or V(5min); a bare number is seconds.
     type: raw
     default: 30s
+  host_reference:
+    description:
+      - "Also time, in every round, a statement that touches no table: C(SELECT count(*) FROM (SELECT generate_series(1, N)) AS series),
+        with N sized after the warmup so that it lasts about as long as the median query. No schema change can slow it;
+        a host that is busier during one measurement (another workload, a CI neighbour, CPU steal) slows it with the
+        queries."
+      - It is written to the baseline file, and V(compare) times the baseline's reference again, unchanged, when the
+        baseline has one. The comparison then also gives every p99 change net of the reference's, and
+        M(keel.postgres.kpi_check) breaches only when the raw and the net change agree.
+      - Adds one execution per round, about as long as the median query.
+    type: bool
+    default: true
 notes:
   - Run it from a host close to the server, and compare measurements taken from the same place with the same O(runs);
     the times include the network round trip. Differences in settings or server version are reported as warnings.
@@ -157,6 +169,12 @@ overall:
   description: The same summary over every sample of every query pooled together; null when nothing was measured.
   returned: always
   type: dict
+reference:
+  description:
+    - The host reference timed beside the queries (O(host_reference)), C(sql) and its summary in milliseconds; null
+      when none was timed.
+  returned: always
+  type: dict
 comparison:
   description:
     - "In V(compare) mode: C(queries), one entry per query measured on both sides (matched by name), and C(overall) (the
@@ -164,6 +182,11 @@ comparison:
       C(p50_delta_pct), C(p95_delta_pct), C(p99_delta_pct) (percent, positive is slower), C(p99_ratio),
       C(p99_ratio_ci) and C(p99_delta_pct_ci) (the 95% bootstrap interval, low and high), C(significant) (the interval
       is entirely above 1.0), C(p99_reliable) and, per query, C(sql_changed)."
+    - "Net of the host reference (see O(host_reference)), each entry also holds C(p99_net_ratio), C(p99_net_ratio_ci),
+      C(p99_net_delta_pct), C(p99_net_delta_pct_ci) and C(net_significant): the p99 change divided by the reference's,
+      from the same resampled rounds. They are null when the two measurements do not hold the same reference."
+    - C(reference) says how the host reference changed (C(sql), C(usable), C(reason) when it is not, and its own
+      C(baseline), C(current), C(p99_delta_pct) and C(p99_delta_pct_ci)).
     - C(significant_increases) names the queries whose p99 increase is significant; C(missing_in_current) and
       C(missing_in_baseline) name the queries measured on one side only; C(settings_differences) lists how the two
       measurements were taken differently; C(method) states the statistics used.
@@ -208,7 +231,7 @@ latency_warnings:
   elements: str
 metrics:
   description:
-    - Wall time per phase (C(connect), C(select_queries), C(warmup), C(measure), C(compare), C(write)) in
+    - Wall time per phase (C(connect), C(select_queries), C(warmup), C(calibrate), C(measure), C(compare), C(write)) in
       milliseconds and the count of C(executions).
     - The same figures go to O(metrics_textfile) and, as spans, to O(otlp_endpoint); docs/observability.md lists
       them.
@@ -262,6 +285,7 @@ import os
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
 from ansible_collections.keel.postgres.plugins.module_utils.keel_module import KeelModule
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.host_reference import calibrate
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline import (
     build_document,
     compare,
@@ -269,6 +293,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline
     queries_of,
     query_summaries,
     read_baseline,
+    reference_of,
     write_baseline,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler import SamplerSettings, sample_latencies
@@ -287,6 +312,7 @@ def argument_spec():
         baseline_path=dict(type="path"),
         allow_writes=dict(type="bool", default=False),
         statement_timeout=dict(type="raw", default="30s"),
+        host_reference=dict(type="bool", default=True),
     )
 
 
@@ -321,7 +347,8 @@ def validated_request(params):
 def query_latency(module):
     params = module.params
     mode, settings, given, baseline = validated_request(params)
-    result = {"changed": False, "mode": mode, "measured": False, "queries": [], "overall": None, "settings": settings.as_dict()}
+    result = {"changed": False, "mode": mode, "measured": False, "queries": [], "overall": None, "reference": None,
+              "settings": settings.as_dict()}
     warnings = []
     if mode in ("baseline", "compare"):
         result["baseline_path"] = _absolute(params["baseline_path"])
@@ -342,13 +369,15 @@ def query_latency(module):
                 result["skipped_statements"] = skipped
             else:
                 queries = queries_of(baseline)
-        results = sample_latencies(conn, queries, settings, module.metrics)
+        results = sample_latencies(conn, queries, settings, module.metrics, after_warmup=_reference_to_time(conn, queries, settings, params, baseline))
         document = build_document(results, settings, conn.info.parameter_status("server_version") or "", conn.info.server_version, conn.info.dbname)
     finally:
         conn.close()
 
+    reference = document.get("reference")
     result.update(measured=True, queries=query_summaries(document), overall=document["overall"], server_version=document["server_version"],
-                  database=document["database"], measured_at=document["measured_at"])
+                  database=document["database"], measured_at=document["measured_at"],
+                  reference=dict(reference["summary"], sql=reference["sql"]) if reference else None)
     unreliable = p99_unreliable_queries(document)
     if unreliable:
         warnings.append("too few samples for a reliable p99 ({0} per query, at least {1} needed; with fewer, p99 is essentially the "
@@ -369,8 +398,21 @@ def query_latency(module):
     return _finish(module, result, warnings)
 
 
+def _reference_to_time(conn, queries, settings, params, baseline):
+    """What ``sample_latencies`` adds after the warmup: the baseline's reference again, a newly sized one, or nothing."""
+    if not params["host_reference"]:
+        return None
+    if baseline is not None:
+        reference = reference_of(baseline)
+        return (lambda: [reference]) if reference is not None else None
+    return lambda: [calibrate(conn, queries, settings)]
+
+
 def _comparison_warnings(comparison):
     warnings = []
+    reference = comparison["reference"]
+    if not reference["usable"]:
+        warnings.append("no change is judged net of the host reference: {0}".format(reference["reason"]))
     if comparison["missing_in_current"]:
         warnings.append("queries of the baseline not measured now: {0}".format(", ".join(comparison["missing_in_current"])))
     if comparison["missing_in_baseline"]:

@@ -13,6 +13,12 @@ from typing import Any, Dict, List
 
 import pytest
 
+from tests.harness.collection_path import ensure_collection_importable
+
+ensure_collection_importable()
+
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.host_reference import series_of  # noqa: E402
+
 pytestmark = pytest.mark.integration
 
 LOOKUP = {"name": "lookup by code", "sql": "SELECT id, payload FROM items WHERE code = 123457"}
@@ -71,7 +77,10 @@ def test_baseline_then_compare_unchanged_and_after_dropping_the_index(latency, i
     assert summaries[LOOKUP["name"]]["p99_reliable"] is True
     assert "samples_ms" not in summaries[LOOKUP["name"]]
     assert baseline["result"]["overall"]["n"] == 200
-    assert baseline["result"]["metrics"]["counters"]["executions"] == 210  # (5 warm-up + 100) rounds of 2 queries
+    # 5 warm-up rounds of the 2 queries, then 100 rounds of the 2 queries and the host reference.
+    assert baseline["result"]["metrics"]["counters"]["executions"] == 310
+    assert series_of(document["reference"]["sql"]) >= 1000 and len(document["reference"]["samples_ms"]) == 100
+    assert baseline["result"]["reference"]["sql"] == document["reference"]["sql"] and baseline["result"]["reference"]["n"] == 100
 
     unchanged = tasks["unchanged"]
     assert unchanged["status"] == "ok"  # compare never changes anything
@@ -84,6 +93,10 @@ def test_baseline_then_compare_unchanged_and_after_dropping_the_index(latency, i
         assert entry["p99_ratio_ci"][0] < 2.0, entry
         assert entry["sql_changed"] is False
     assert comparison["overall"]["queries"] == 2
+    # compare timed the baseline's reference again, unchanged, so every change is also judged net of it.
+    assert comparison["reference"]["usable"] is True and comparison["reference"]["sql"] == document["reference"]["sql"]
+    assert unchanged["result"]["reference"]["sql"] == document["reference"]["sql"]
+    assert all(len(entry["p99_net_ratio_ci"]) == 2 for entry in comparison["queries"] + [comparison["overall"]])
 
     pg_cluster.execute("DROP INDEX items_code", dbname=pg_db)
     result, tasks = latency({"key": "dropped", "options": {"mode": "compare", "baseline_path": path}})
@@ -94,9 +107,29 @@ def test_baseline_then_compare_unchanged_and_after_dropping_the_index(latency, i
     assert lookup["p99_delta_pct"] > 200, lookup
     assert lookup["p99_ratio_ci"][0] > 2.0, lookup
     assert lookup["significant"] is True
+    # The reference touches no table: the scan slowed the query, not the host, so net of the reference it is as clear.
+    assert lookup["p99_net_ratio_ci"][0] > 2.0 and lookup["net_significant"] is True, lookup
     assert LOOKUP["name"] in comparison["significant_increases"]
     assert comparison["overall"]["significant"] is True
     assert tasks["dropped"]["status"] == "ok"
+
+
+def test_without_host_reference_nothing_is_judged_net_and_the_comparison_says_why(latency, items, tmp_path):
+    path = str(tmp_path / "latency-plain.json")
+    result, tasks = latency(
+        {"key": "baseline", "options": {"mode": "baseline", "baseline_path": path, "queries": [SMALL], "runs": 20, "host_reference": False}},
+        {"key": "compare", "options": {"mode": "compare", "baseline_path": path, "runs": 20}},
+    )
+    result.assert_ok()
+    with open(path, encoding="utf-8") as stream:
+        assert "reference" not in json.load(stream)
+    assert tasks["baseline"]["result"]["reference"] is None
+    assert tasks["baseline"]["result"]["metrics"]["counters"]["executions"] == 25  # 5 warm-up + 20 rounds, one query
+    compared = tasks["compare"]["result"]
+    assert compared["reference"] is None, "a baseline without a reference is compared without one"
+    assert compared["comparison"]["reference"] == {"sql": None, "usable": False, "reason": "the baseline was measured without a host reference"}
+    assert compared["comparison"]["queries"][0]["p99_net_ratio"] is None
+    assert "no change is judged net of the host reference: the baseline was measured without a host reference" in compared["latency_warnings"]
 
 
 def test_read_only_by_default_and_allow_writes_rolls_back(latency, items, pg_cluster, pg_db):

@@ -92,21 +92,35 @@ def sample_latencies(
     settings: SamplerSettings,
     metrics: Any = None,
     clock: Callable[[], float] = time.perf_counter,
+    after_warmup: Optional[Callable[[], Sequence[LatencyQuery]]] = None,
 ) -> List[QuerySamples]:
     """Run ``settings.warmup`` unrecorded rounds, then ``settings.runs`` timed rounds; samples in milliseconds.
 
+    ``after_warmup``, when given, is called once the warmup is over and returns statements timed in every recorded
+    round beside ``queries`` (the host reference, which is sized on warm queries); their samples come last.
     ``conn`` must be an autocommit psycopg connection: the transactions are opened here, one per execution.
     """
     if not conn.autocommit:
         raise ValueError("sample_latencies needs an autocommit connection; it opens one transaction per execution")
-    results = [QuerySamples(query=query, samples_ms=[]) for query in queries]
-    for round_index in range(settings.warmup + settings.runs):
-        recording = round_index >= settings.warmup
-        with _phase(metrics, "measure" if recording else "warmup"):
-            run_round(conn, queries, results if recording else None, round_index, settings, clock)
-        if metrics is not None:
-            metrics.count("executions", len(queries))
+    timed = list(queries)
+    for round_index in range(settings.warmup):
+        with _phase(metrics, "warmup"):
+            run_round(conn, timed, None, round_index, settings, clock)
+        _count_executions(metrics, len(timed))
+    if after_warmup is not None:
+        with _phase(metrics, "calibrate"):
+            timed.extend(after_warmup())
+    results = [QuerySamples(query=query, samples_ms=[]) for query in timed]
+    for round_index in range(settings.warmup, settings.warmup + settings.runs):
+        with _phase(metrics, "measure"):
+            run_round(conn, timed, results, round_index, settings, clock)
+        _count_executions(metrics, len(timed))
     return results
+
+
+def _count_executions(metrics: Any, executions: int) -> None:
+    if metrics is not None:
+        metrics.count("executions", executions)
 
 
 def run_round(conn: Any, queries: Sequence[LatencyQuery], results: Optional[List[QuerySamples]], round_index: int,

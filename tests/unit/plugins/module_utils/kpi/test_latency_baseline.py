@@ -7,10 +7,11 @@ import stat
 
 import pytest
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.host_reference import reference_query, reference_sql
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline import (
     DEFAULT_SEED,
     FORMAT,
-    bootstrap_ratio_interval,
+    bootstrap_intervals,
     build_document,
     compare,
     compare_samples,
@@ -20,6 +21,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_baseline
     queries_of,
     query_summaries,
     read_baseline,
+    reference_of,
     write_baseline,
 )
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler import LatencyQuery, QuerySamples, SamplerSettings, round_order
@@ -160,7 +162,7 @@ def test_identical_samples_give_an_interval_around_one_and_no_significance():
 
 
 def test_constant_samples_give_a_degenerate_interval_at_one():
-    assert bootstrap_ratio_interval([[5.0] * 50], [[5.0] * 50]) == (1.0, 1.0)
+    assert bootstrap_intervals([[5.0] * 50], [[5.0] * 50])["raw"] == (1.0, 1.0)
 
 
 def test_same_distribution_is_not_significant_and_a_shift_is():
@@ -175,19 +177,19 @@ def test_same_distribution_is_not_significant_and_a_shift_is():
 
 def test_the_interval_is_deterministic_with_the_seed():
     base, current = noisy(3), noisy(4, center=1.1)
-    first = bootstrap_ratio_interval([base], [current], seed=7)
-    assert bootstrap_ratio_interval([base], [current], seed=7) == first
-    assert bootstrap_ratio_interval([base], [current], seed=8) != first
+    first = bootstrap_intervals([base], [current], seed=7)["raw"]
+    assert bootstrap_intervals([base], [current], seed=7)["raw"] == first
+    assert bootstrap_intervals([base], [current], seed=8)["raw"] != first
     assert compare_samples(base, current) == compare_samples(base, current)
 
 
 def test_bootstrap_refuses_nonsense_parameters():
     with pytest.raises(ValueError):
-        bootstrap_ratio_interval([[1.0]], [[1.0]], resamples=0)
+        bootstrap_intervals([[1.0]], [[1.0]], resamples=0)
     with pytest.raises(ValueError):
-        bootstrap_ratio_interval([[1.0]], [[1.0]], confidence=1.0)
+        bootstrap_intervals([[1.0]], [[1.0]], confidence=1.0)
     with pytest.raises(ValueError):
-        bootstrap_ratio_interval([[1.0]], [[1.0]], blocks=0)
+        bootstrap_intervals([[1.0]], [[1.0]], blocks=0)
 
 
 def test_blocks_keep_the_order_and_cover_every_sample_once():
@@ -209,8 +211,8 @@ def spell_of_noise(seed, spell_start):
 
 def test_a_spell_of_noise_widens_the_block_interval_where_single_samples_would_call_it_significant():
     quiet, noisy_run = noisy(11, count=300), spell_of_noise(12, 140)
-    per_sample = bootstrap_ratio_interval([quiet], [noisy_run], blocks=300)
-    per_block = bootstrap_ratio_interval([quiet], [noisy_run])
+    per_sample = bootstrap_intervals([quiet], [noisy_run], blocks=300)["raw"]
+    per_block = bootstrap_intervals([quiet], [noisy_run])["raw"]
     # One spell: per-sample resampling sees 20 independent slow executions and is sure p99 rose;
     # blocks see one slow stretch that a resample may or may not draw.
     assert per_sample[0] > 1.0
@@ -224,14 +226,14 @@ def test_a_spell_that_slows_every_query_at_once_is_not_called_significant_overal
     # resamples and the pooled interval would sit far above 1.0 on a spell no single query can tell from noise.
     baseline = [noisy(10 + index, count=300) for index in range(4)]
     current = [spell_of_noise(20 + index, 140) for index in range(4)]
-    per_query = [bootstrap_ratio_interval([base], [now]) for base, now in zip(baseline, current)]
+    per_query = [bootstrap_intervals([base], [now])["raw"] for base, now in zip(baseline, current)]
     assert any(low <= 1.0 for low, high in per_query)
-    low, high = bootstrap_ratio_interval(baseline, current)
+    low, high = bootstrap_intervals(baseline, current)["raw"]
     assert low <= 1.0 < high
 
 
 def test_groups_with_different_block_counts_are_drawn_independently():
-    interval = bootstrap_ratio_interval([noisy(1, count=100), noisy(2, count=3)], [noisy(3, count=100), noisy(4, count=3)])
+    interval = bootstrap_intervals([noisy(1, count=100), noisy(2, count=3)], [noisy(3, count=100), noisy(4, count=3)])["raw"]
     assert all(0.5 < bound < 2.0 for bound in interval)
 
 
@@ -269,3 +271,97 @@ def test_compare_without_common_queries_has_no_overall():
 def test_rounds_rotate_the_query_order():
     assert [round_order(3, index) for index in range(4)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
     assert round_order(0, 5) == []
+
+
+# -- the host reference -------------------------------------------------------------------------------------------
+
+
+def with_reference(samples_by_name, reference_samples, series=131072):
+    """A measurement document whose every round also timed the host reference (its samples last)."""
+    results = [QuerySamples(query=LatencyQuery(name=name, sql="SELECT {0!r}".format(name)), samples_ms=list(samples), rows=1)
+               for name, samples in samples_by_name.items()]
+    results.append(QuerySamples(query=reference_query(series), samples_ms=list(reference_samples), rows=1))
+    return build_document(results, SamplerSettings(runs=len(reference_samples)), "15.6", 150006, "app", measured_at="2025-01-31T12:00:00Z")
+
+
+def slowed(samples, factor):
+    return [value * factor for value in samples]
+
+
+def test_the_reference_is_kept_apart_from_the_queries_and_read_back(tmp_path):
+    built = with_reference({"a": noisy(1)}, noisy(2, center=5.0))
+    assert [query["name"] for query in built["queries"]] == ["a"]
+    assert built["reference"]["sql"] == reference_sql(131072) and built["reference"]["summary"]["n"] == 100
+    assert built["overall"]["n"] == 100, "the reference is not a query and not in overall"
+    assert reference_of(built).sql == reference_sql(131072)
+    assert reference_of(document({"a": [1.0]})) is None
+    path = tmp_path / "baseline.json"
+    write_baseline(str(path), built)
+    assert read_baseline(str(path))["reference"]["summary"] == built["reference"]["summary"]
+
+
+def test_a_file_whose_reference_is_another_statement_is_refused(tmp_path):
+    # compare executes the baseline's reference again: only the statement the module writes is accepted.
+    built = with_reference({"a": noisy(1)}, noisy(2))
+    built["reference"]["sql"] = "DELETE FROM accounts"
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(built))
+    with pytest.raises(InvalidOption) as raised:
+        read_baseline(str(path))
+    assert raised.value.field == "baseline_path" and "reference is not the host reference query" in str(raised.value)
+    built["reference"] = {"sql": reference_sql(1024), "samples_ms": [1.0, -2.0]}
+    path.write_text(json.dumps(built))
+    with pytest.raises(InvalidOption, match=r"reference\.samples_ms\[1\] is -2\.0"):
+        read_baseline(str(path))
+
+
+def test_a_host_slower_during_the_current_measurement_is_netted_out():
+    # Every statement of the current measurement, the reference too, takes 1.6 times as long: the host, not the schema.
+    base = with_reference({"lookup": noisy(1), "small": noisy(2)}, noisy(3, center=1.0))
+    current = with_reference({"lookup": slowed(noisy(4), 1.6), "small": slowed(noisy(5), 1.6)}, slowed(noisy(6), 1.6))
+    comparison = compare(base, current)
+    assert comparison["reference"]["usable"] is True and comparison["reference"]["significant"] is True
+    for entry in comparison["queries"] + [comparison["overall"]]:
+        assert entry["significant"] is True and entry["p99_ratio_ci"][0] > 1.3, entry
+        assert entry["net_significant"] is False and entry["p99_net_ratio_ci"][0] < 1.0 < entry["p99_net_ratio_ci"][1], entry
+        assert abs(entry["p99_net_delta_pct"]) < 15
+
+
+def test_a_slower_query_on_an_unchanged_host_stays_slower_net_of_the_reference():
+    base = with_reference({"lookup": noisy(1), "small": noisy(2)}, noisy(3))
+    current = with_reference({"lookup": slowed(noisy(4), 2.0), "small": noisy(5)}, noisy(6))
+    entries = {entry["name"]: entry for entry in compare(base, current)["queries"]}
+    assert entries["lookup"]["net_significant"] is True and entries["lookup"]["p99_net_ratio_ci"][0] > 1.5
+    assert entries["small"]["net_significant"] is False
+
+
+def test_the_raw_interval_does_not_depend_on_the_reference():
+    samples = {"lookup": noisy(1), "small": noisy(2)}
+    later = {"lookup": noisy(4, center=1.2), "small": noisy(5)}
+    plain = compare(document(samples), document(later))
+    referenced = compare(with_reference(samples, noisy(3)), with_reference(later, noisy(6)))
+    for key in ("p99_ratio_ci", "p99_delta_pct_ci", "significant"):
+        assert [entry[key] for entry in plain["queries"]] == [entry[key] for entry in referenced["queries"]]
+        assert plain["overall"][key] == referenced["overall"][key]
+    assert plain["queries"][0]["p99_net_ratio"] is None and plain["overall"]["net_significant"] is None
+    assert plain["reference"] == {"sql": None, "usable": False, "reason": "the baseline was measured without a host reference"}
+
+
+def test_references_of_neighbouring_sizes_are_compared_per_row_and_distant_ones_not_at_all():
+    base = with_reference({"lookup": noisy(1)}, noisy(3, center=4.0), series=131072)
+    twice = with_reference({"lookup": noisy(4)}, noisy(6, center=8.0), series=262144)  # twice the rows, twice the time
+    comparison = compare(base, twice)
+    assert comparison["reference"]["usable"] is True and comparison["reference"]["current_sql"] == reference_sql(262144)
+    assert abs(comparison["reference"]["p50_delta_pct"]) < 10, "per row, the host ran at the same speed"
+    far = compare(base, with_reference({"lookup": noisy(4)}, noisy(6, center=16.0), series=524288))
+    assert far["reference"]["usable"] is False and "more than 2-fold" in far["reference"]["reason"]
+    assert far["queries"][0]["p99_net_ratio"] is None
+
+
+def test_a_reference_not_timed_in_every_round_is_not_used():
+    base = with_reference({"lookup": noisy(1)}, noisy(3))
+    current = with_reference({"lookup": noisy(4)}, noisy(6, count=50))
+    comparison = compare(base, current)
+    assert comparison["reference"]["usable"] is False
+    assert comparison["reference"]["reason"] == "the current measurement does not hold one host reference sample per round of its queries"
+    assert comparison["overall"]["p99_net_ratio_ci"] is None
