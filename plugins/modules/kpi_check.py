@@ -14,9 +14,11 @@ description:
   - "V(latency): the p99 latency change of a M(keel.postgres.query_latency) comparison. Breached, per query and overall,
     when the whole 95% interval of the p99 increase lies at or above O(latency_threshold_pct): the measurements show,
     beyond their own noise, an increase of at least the threshold. The interval is a block bootstrap over consecutive
-    rounds, so a short spell of host noise widens it instead of passing for a regression. When the point estimate
-    reaches the threshold but the interval reaches below it, the query is C(inconclusive): a warning, or a breach with
-    O(latency_inconclusive=fail). A p99 from fewer than 100 samples is reported as a warning, never as evidence of a
+    rounds, so a short spell of host noise widens it instead of passing for a regression. When both measurements timed
+    the host reference (O(keel.postgres.query_latency#module:host_reference)), the interval of the change net of the
+    reference's must lie there too: a rise the reference shares is a busier host's, not the schema's. When only the point
+    estimate, or only one of the two intervals, reaches the threshold, the query is C(inconclusive): a warning, or a
+    breach with O(latency_inconclusive=fail). A p99 from fewer than 100 samples is reported as a warning, never as evidence of a
     pass. The value is the largest p99 change in percent (point estimate)."
   - "V(rollback_mttr): the rollback durations recorded in the migration catalog (C(keel.migrations.rollback_seconds),
     written by M(keel.postgres.schema_change) when a rollback finishes) for rollbacks that finished within O(window),
@@ -75,9 +77,9 @@ options:
     default: 10
   latency_inconclusive:
     description:
-      - What a query whose p99 increase reaches O(latency_threshold_pct) while its interval reaches below it does to the
-        gate. V(warn) passes with a warning that names it; V(fail) breaches, for teams that would rather re-measure
-        than ship on doubt.
+      - What a query whose p99 increase reaches O(latency_threshold_pct) while its interval reaches below it, or whose
+        raw and net-of-host-reference changes disagree, does to the gate. V(warn) passes with a warning that names it
+        and why; V(fail) breaches, for teams that would rather re-measure than ship on doubt.
     type: str
     choices: [warn, fail]
     default: warn

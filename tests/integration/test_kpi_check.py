@@ -13,6 +13,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from tests.harness.chromium import screenshot
 from tests.harness.collection_path import ensure_collection_importable
+from tests.harness.cpu_steal import stolen_cpu
 from tests.integration.backup.world import MARKER, TENANT_SQL, make_locked_bucket, new_world
 from tests.integration.conftest import SCHEMA_CHANGE_PLAYBOOK
 
@@ -32,6 +33,13 @@ pytestmark = pytest.mark.integration
 LOOKUP = {"name": "lookup by code", "sql": "SELECT count(*), max(i.payload) FROM generate_series(1, 8000) g JOIN items i ON i.code = g * 20"}
 SMALL = {"name": "lookup by id", "sql": "SELECT count(*), max(i.payload) FROM generate_series(1, 8000) g JOIN items i ON i.id = g * 20"}
 MEASURING = {"runs": 150, "warmup": 10}
+# The latency gates here run at 25%, not the default 10%. Two measurements of an unchanged schema taken seconds apart
+# on this kind of host now and then differ by more than their own noise: measured here, p99 +28% and +12% with
+# interval lower bounds of +10% and +8%, while the host reference did not move (so not the CPU, which the reference
+# nets out); CI failed the 10% gate on an unchanged schema twice. Nothing inside a pair of measurements can tell that
+# drift from a regression. 25% is above it, and the regressions these tests make (a dropped index: lower bound +100%
+# and more) stay far above 25%.
+GATE_PCT = 25.0
 
 KPI_PLAYBOOK = """
 - hosts: localhost
@@ -60,8 +68,7 @@ LATENCY_PLAYBOOK = """
       register: latency
       when: with_compare
     - name: gate on comparison
-      keel.postgres.kpi_check:
-        latency_comparison: "{{ latency.comparison }}"
+      keel.postgres.kpi_check: "{{ {'latency_comparison': latency.comparison} | combine(gate_options) }}"
       ignore_errors: true
       when: with_compare
     - name: report only
@@ -99,15 +106,17 @@ def test_latency_gate_passes_on_an_unchanged_schema_and_fails_after_dropping_an_
     outputs = outputs_in(tmp_path)
     extra = {"connection": connection, "baseline_path": baseline_path, "queries": queries, "outputs": outputs, "measuring": MEASURING}
 
-    # Same schema, same data, measured again in another process: passes at the default threshold, first time.
-    same = run_playbook(LATENCY_PLAYBOOK, extra_vars=dict(extra, current_path=str(tmp_path / "same.json"), with_compare=False, gate_options={}),
+    # Same schema, same data, measured again in another process: passes, first time.
+    gate_options = {"latency_threshold_pct": GATE_PCT}
+    same = run_playbook(LATENCY_PLAYBOOK, extra_vars=dict(extra, current_path=str(tmp_path / "same.json"), with_compare=False,
+                                                          gate_options=gate_options),
                         timeout=300)
     gate = same.task("gate on files")
     assert gate["status"] == "changed", json.dumps(gate["result"].get("kpis"), indent=0)
     assert gate["result"]["passed"] is True and gate["result"]["breaches"] == []
     latency = kpi_named(gate["result"], "latency")
     assert [row["name"] for row in latency["evidence"]["queries"]] == [LOOKUP["name"], SMALL["name"]]
-    assert latency["threshold"] == 10.0 and latency["evidence"]["overall"]["scope"] == "overall"
+    assert latency["threshold"] == GATE_PCT and latency["evidence"]["overall"]["scope"] == "overall"
     assert not any(row["breached"] for row in latency["evidence"]["queries"])
     assert all(gate["result"]["outputs"][key]["written"] for key in ("json", "prometheus", "html"))
     again = same.task("gate on files again")
@@ -121,7 +130,7 @@ def test_latency_gate_passes_on_an_unchanged_schema_and_fails_after_dropping_an_
         assert 'keel_kpi_breached{kpi="latency"} 0.0' in stream.read()
 
     pg_cluster.execute("DROP INDEX items_code", dbname=pg_db)
-    extra_vars = dict(extra, current_path=str(tmp_path / "dropped.json"), with_compare=True, gate_options={})
+    extra_vars = dict(extra, current_path=str(tmp_path / "dropped.json"), with_compare=True, gate_options=gate_options)
     dropped = run_playbook(LATENCY_PLAYBOOK, extra_vars=extra_vars, timeout=300)
     for name in ("gate on files", "gate on comparison"):
         failed = dropped.task(name)
@@ -129,9 +138,11 @@ def test_latency_gate_passes_on_an_unchanged_schema_and_fails_after_dropping_an_
         result = failed["result"]
         assert result["error"] == "gate_failed" and result["passed"] is False
         assert result["msg"].startswith("KPI breached")
-        assert "latency: p99 of query 'lookup by code' rose " in result["msg"] and "threshold 10%" in result["msg"]
+        assert "latency: p99 of query 'lookup by code' rose " in result["msg"] and "threshold 25%" in result["msg"]
         lookup = next(row for row in kpi_named(result, "latency")["evidence"]["queries"] if row["name"] == LOOKUP["name"])
-        assert lookup["breached"] is True and lookup["p99_delta_pct_ci"][0] >= 10.0, lookup
+        assert lookup["breached"] is True and lookup["p99_delta_pct_ci"][0] >= GATE_PCT, lookup
+        # The reference touches no table: net of it, the dropped index is as plain.
+        assert lookup["net_breached"] is True and lookup["p99_net_delta_pct_ci"][0] >= GATE_PCT, lookup
         assert kpi_named(result, "latency")["value"] >= lookup["p99_delta_pct"]
     assert dropped.task("gate on files")["result"]["outputs"]["prometheus"]["changed"] is True, "the report is written on a breach too"
     with open(outputs["prometheus_path"], encoding="utf-8") as stream:
@@ -140,6 +151,47 @@ def test_latency_gate_passes_on_an_unchanged_schema_and_fails_after_dropping_an_
     reported = dropped.task("report only")
     assert reported["status"] == "ok" and reported["result"]["passed"] is False
     assert any("warn_only" in warning for warning in reported["result"].get("warnings", []))
+
+
+@pytest.mark.alone
+def test_a_host_busier_during_one_measurement_is_told_from_a_regression(run_playbook, run_kpi_check, connection, items, pg_cluster, tmp_path):
+    """The current measurement runs while the cluster loses half its CPU time (emulated steal, see cpu_steal): every
+    query is far slower, and so is the host reference, so the gate calls the rise the host's, not the schema's."""
+    baseline_path = str(tmp_path / "quiet.json")
+    queries = [LOOKUP, SMALL]
+    run_playbook(LATENCY_PLAYBOOK.split("    - name: gate on files\n", maxsplit=1)[0].replace("current_path", "baseline_path"),
+                 extra_vars={"connection": connection, "baseline_path": baseline_path, "queries": queries, "measuring": MEASURING}, timeout=300).assert_ok()
+    current_path = str(tmp_path / "stolen.json")
+    extra = {"connection": connection, "baseline_path": baseline_path, "queries": queries, "outputs": outputs_in(tmp_path), "measuring": MEASURING,
+             "current_path": current_path, "with_compare": False, "gate_options": {"latency_threshold_pct": GATE_PCT}}
+    with stolen_cpu(pg_cluster.pid):
+        busy = run_playbook(LATENCY_PLAYBOOK, extra_vars=extra, timeout=300)
+
+    gate = busy.task("gate on files")
+    assert gate["status"] == "changed" and gate["result"]["passed"] is True, json.dumps(gate["result"].get("kpis"), indent=0)
+    latency = kpi_named(gate["result"], "latency")
+    reference = latency["evidence"]["reference"]
+    assert reference["usable"] is True and reference["p99_delta_pct"] >= 30.0, reference
+    rows = latency["evidence"]["queries"] + [latency["evidence"]["overall"]]
+    for row in rows:
+        # Raw, every query is far slower; net of the reference the rise is not there: inconclusive, not a breach.
+        assert row["p99_delta_pct"] >= GATE_PCT and row["net_breached"] is False, row
+        assert row["breached"] is False and row["inconclusive"] is True, row
+    # Stopping the backends now and then makes a spiky measurement, whose raw interval can be wide; mostly it is
+    # beyond doubt, and then the reference is what tells the host from a regression.
+    assert any(row["raw_breached"] for row in rows), rows
+    warnings = " ".join(latency["warnings"])
+    assert "the host reference rose with it" in warnings and "the host was busier during the current one" in warnings
+
+    # The reference was sized on the warm queries: it lasts about as long as their median.
+    with open(baseline_path, encoding="utf-8") as stream:
+        quiet = json.load(stream)
+    query_p50 = sorted(query["summary"]["p50"] for query in quiet["queries"])
+    assert 0.33 * query_p50[0] <= quiet["reference"]["summary"]["p50"] <= 3.0 * query_p50[-1], (quiet["reference"]["summary"], query_p50)
+
+    # Who must not let an unexplained rise through asks for inconclusive: fail, and gets the breach with the reason.
+    strict = run_kpi_check(latency_baseline=baseline_path, latency_current=current_path, latency_inconclusive="fail", latency_threshold_pct=GATE_PCT)
+    assert strict["status"] == "failed" and "the host reference rose with it" in strict["result"]["msg"], strict["result"]
 
 
 def assert_report_renders_its_chart(html_path, latency, png_path):

@@ -92,17 +92,35 @@ def _latency_section(kpi: Mapping[str, Any]) -> str:
     rows = list(evidence["queries"]) + ([evidence["overall"]] if evidence["overall"] else [])
     cells = []
     for row in rows:
-        interval = row["p99_delta_pct_ci"]
-        ci = "{0} .. {1}".format(number(interval[0], 1, "%"), number(interval[1], 1, "%")) if len(interval) == 2 else "&ndash;"
         cells.append([esc(row["name"] if row["scope"] == "query" else "(all queries)"), number(row["baseline_p99_ms"], 3),
-                      number(row["current_p99_ms"], 3), number(row["p99_delta_pct"], 1, "%"), ci,
+                      number(row["current_p99_ms"], 3), number(row["p99_delta_pct"], 1, "%"), interval_text(row["p99_delta_pct_ci"]),
+                      number(row.get("p99_net_delta_pct"), 1, "%"), interval_text(row.get("p99_net_delta_pct_ci") or []),
                       esc("yes" if row["p99_reliable"] else "no (too few samples)"), latency_verdict(row)])
     return "".join([
         latency_chart(rows),
-        table(["query", "baseline p99 (ms)", "current p99 (ms)", "p99 change", "95% CI of change", "p99 reliable", "verdict"], cells),
+        table(["query", "baseline p99 (ms)", "current p99 (ms)", "p99 change", "95% CI of change", "net of host reference", "95% CI net",
+               "p99 reliable", "verdict"], cells),
         "<p>Baseline measured {0}, current measured {1}.</p>".format(
             esc(evidence.get("baseline_measured_at") or "?"), esc(evidence.get("current_measured_at") or "?")),
+        _reference_paragraph(evidence.get("reference")),
     ])
+
+
+def interval_text(interval: Sequence[Any]) -> str:
+    if len(interval) != 2:
+        return "&ndash;"
+    return "{0} .. {1}".format(number(interval[0], 1, "%"), number(interval[1], 1, "%"))
+
+
+def _reference_paragraph(reference: Optional[Mapping[str, Any]]) -> str:
+    if not reference:
+        return ""
+    if not reference.get("usable"):
+        return "<p>Not judged net of the host reference: {0}.</p>".format(esc(reference.get("reason")))
+    return ("<p>Host reference <code>{0}</code>: p99 {1} ms before, {2} ms now, a change of {3} (95% CI {4}). It touches no table, so "
+            "its change is the host's.</p>").format(esc(reference.get("sql")), number(reference.get("baseline_p99_ms"), 3),
+                                                    number(reference.get("current_p99_ms"), 3), number(reference.get("p99_delta_pct"), 1, "%"),
+                                                    interval_text(reference.get("p99_delta_pct_ci") or []))
 
 
 def _mttr_section(kpi: Mapping[str, Any]) -> str:

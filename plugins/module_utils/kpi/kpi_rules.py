@@ -11,7 +11,10 @@ evidence without being a breach (too few samples for a p99, no data at all).
 - ``latency``: per query and overall, breach when the whole confidence
   interval of the p99 increase lies at or above the threshold (percent): the
   measurements show, beyond their own noise, an increase of at least the
-  threshold. When only the point estimate reaches the threshold the entry is
+  threshold. When both measurements timed the host reference, the interval of
+  the increase net of the reference's must lie there too: a rise the reference
+  shares is the host's, not the query's. When only one of the two intervals,
+  or only the point estimate, reaches the threshold the entry is
   ``inconclusive``: a warning, or a breach with ``inconclusive="fail"``. The
   KPI value is the largest p99 increase (point estimate), in percent.
 - ``rollback_mttr``: the recorded rollback durations (seconds) in the window
@@ -72,21 +75,26 @@ def evaluate_latency(comparison: Mapping[str, Any], threshold_pct: float = DEFAU
         row = _latency_row(entry, scope, threshold_pct)
         checked.append(row)
         label = "overall" if scope == "overall" else "query {0!r}".format(row["name"])
-        rise = "latency: p99 of {0} rose {1:.1f}% (95% CI {2}), threshold {3:g}%".format(
-            label, row["p99_delta_pct"] or 0.0, _ci_text(row["p99_delta_pct_ci"]), threshold_pct)
+        rise = "latency: p99 of {0} rose {1:.1f}% (95% CI {2}{3}), threshold {4:g}%".format(
+            label, row["p99_delta_pct"] or 0.0, _ci_text(row["p99_delta_pct_ci"]), _net_text(row), threshold_pct)
         if row["breached"]:
             breaches.append(rise)
         elif row["inconclusive"] and inconclusive == "fail":
-            breaches.append(rise + "; inconclusive (the interval reaches below the threshold), failed as latency_inconclusive asks")
+            breaches.append(rise + "; inconclusive ({0}), failed as latency_inconclusive asks".format(_why_inconclusive(row, threshold_pct)))
         elif row["inconclusive"]:
-            warnings.append(rise + "; inconclusive: the interval reaches below the threshold, so the measurements cannot tell this rise "
-                            "from their own noise. Measure with more runs, or on a quieter host, to decide")
+            warnings.append(rise + "; inconclusive: {0}. Measure with more runs, or on a quieter host, to decide".format(
+                _why_inconclusive(row, threshold_pct)))
         if not row["p99_reliable"]:
             warnings.append("latency: p99 of {0} is unreliable (fewer than 100 samples on a side): not evidence of a pass".format(label))
         if row["p99_delta_pct"] is None:
             warnings.append("latency: p99 change of {0} is undefined (baseline p99 is 0)".format(label))
     if not checked:
         warnings.append("latency: the comparison holds no query measured on both sides")
+    reference = comparison.get("reference") or {}
+    if reference.get("usable") and reference.get("significant"):
+        warnings.append("latency: the host reference, which no schema change can slow, rose {0:.1f}% at p99 (95% CI {1}) between the "
+                        "measurements: the host was busier during the current one, and the queries are judged net of it too".format(
+                            reference.get("p99_delta_pct") or 0.0, _ci_text(reference.get("p99_delta_pct_ci") or [])))
     for name in comparison.get("missing_in_current") or []:
         warnings.append("latency: query {0!r} of the baseline was not measured now".format(name))
     deltas = [row["p99_delta_pct"] for row in checked if row["p99_delta_pct"] is not None]
@@ -97,6 +105,7 @@ def evaluate_latency(comparison: Mapping[str, Any], threshold_pct: float = DEFAU
         "current_measured_at": comparison.get("current_measured_at"),
         "settings_differences": list(comparison.get("settings_differences") or []),
         "inconclusive": inconclusive,
+        "reference": _reference_evidence(reference),
     }
     return kpi_entry(LATENCY, max(deltas) if deltas else None, threshold_pct, "percent",
                      "the 95% interval of the p99 increase lies at or above the threshold", evidence, breaches, warnings)
@@ -108,7 +117,13 @@ def _latency_row(entry: Mapping[str, Any], scope: str, threshold_pct: float) -> 
     low = interval[0] if len(interval) == 2 else None
     baseline = entry.get("baseline") or {}
     current = entry.get("current") or {}
-    breached = delta is not None and low is not None and low >= threshold_pct
+    net_delta = entry.get("p99_net_delta_pct")
+    net_interval = list(entry.get("p99_net_delta_pct_ci") or [])
+    net_low = net_interval[0] if len(net_interval) == 2 else None
+    raw_breached = delta is not None and low is not None and low >= threshold_pct
+    net_breached = None if net_delta is None else net_low is not None and net_low >= threshold_pct
+    breached = raw_breached and net_breached is not False
+    reaches = [value for value in (delta, net_delta) if value is not None and value >= threshold_pct]
     return {
         "name": str(entry.get("name", scope)),
         "scope": scope,
@@ -119,9 +134,43 @@ def _latency_row(entry: Mapping[str, Any], scope: str, threshold_pct: float) -> 
         "p99_ratio_ci": list(entry.get("p99_ratio_ci") or []),
         "p99_delta_pct_ci": interval,
         "significant": bool(entry.get("significant")),
+        "p99_net_delta_pct": net_delta,
+        "p99_net_delta_pct_ci": net_interval,
         "p99_reliable": bool(entry.get("p99_reliable")),
         "breached": breached,
-        "inconclusive": not breached and delta is not None and delta >= threshold_pct,
+        "raw_breached": raw_breached,
+        "net_breached": net_breached,
+        "inconclusive": not breached and (raw_breached or bool(net_breached) or bool(reaches)),
+    }
+
+
+def _net_text(row: Mapping[str, Any]) -> str:
+    if row["p99_net_delta_pct"] is None:
+        return ""
+    return "; net of the host reference {0:+.1f}%, CI {1}".format(row["p99_net_delta_pct"], _ci_text(row["p99_net_delta_pct_ci"]))
+
+
+def _why_inconclusive(row: Mapping[str, Any], threshold_pct: float) -> str:
+    if row["raw_breached"] and row["net_breached"] is False:
+        return ("the host reference rose with it: net of the reference the interval reaches below the threshold, so this rise cannot be "
+                "told from a host that was busier during the current measurement")
+    if row["net_breached"] and not row["raw_breached"]:
+        return ("net of the host reference the whole interval is at or above {0:g}%, but not raw: the host was quieter during the "
+                "current measurement, which can hide a regression".format(threshold_pct))
+    return "the interval reaches below the threshold, so the measurements cannot tell this rise from their own noise"
+
+
+def _reference_evidence(reference: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    if not reference:
+        return None
+    return {
+        "sql": reference.get("sql"),
+        "usable": bool(reference.get("usable")),
+        "reason": reference.get("reason"),
+        "baseline_p99_ms": (reference.get("baseline") or {}).get("p99"),
+        "current_p99_ms": (reference.get("current") or {}).get("p99"),
+        "p99_delta_pct": reference.get("p99_delta_pct"),
+        "p99_delta_pct_ci": list(reference.get("p99_delta_pct_ci") or []),
     }
 
 

@@ -33,6 +33,19 @@ def family(name: str, help_text: str, samples: Sequence[Sample]) -> List[str]:
     return lines
 
 
+def _percent_samples(rows: Sequence[Mapping[str, Any]], key: str) -> List[Sample]:
+    """A percent field of each latency row that has one, as a ratio; no query label for the pooled row."""
+    return [(_row_labels(row), row[key] / 100.0) for row in rows if row.get(key) is not None]
+
+
+def _lower_bound_samples(rows: Sequence[Mapping[str, Any]], key: str) -> List[Sample]:
+    return [(_row_labels(row), row[key][0] / 100.0) for row in rows if len(row.get(key) or []) == 2 and row[key][0] is not None]
+
+
+def _row_labels(row: Mapping[str, Any]) -> Dict[str, str]:
+    return {"query": row["name"]} if row["scope"] == "query" else {}
+
+
 def render(evaluation: Mapping[str, Any]) -> str:
     """The whole exposition, ending with a newline."""
     kpis = {kpi["name"]: kpi for kpi in evaluation["kpis"]}
@@ -40,20 +53,24 @@ def render(evaluation: Mapping[str, Any]) -> str:
     latency = kpis.get("latency")
     if latency:
         rows = list(latency["evidence"]["queries"]) + ([latency["evidence"]["overall"]] if latency["evidence"]["overall"] else [])
-        deltas: List[Sample] = []
-        lower_bounds: List[Sample] = []
-        for row in rows:
-            labels = {"query": row["name"]} if row["scope"] == "query" else {}
-            if row["p99_delta_pct"] is not None:
-                deltas.append((labels, row["p99_delta_pct"] / 100.0))
-            interval = row["p99_delta_pct_ci"]
-            if len(interval) == 2 and interval[0] is not None:
-                lower_bounds.append((labels, interval[0] / 100.0))
         lines += family("keel_kpi_latency_p99_delta_ratio",
-                        "Change of p99 query latency after/before as a ratio (0.1 = 10% slower); no query label = all queries pooled.", deltas)
+                        "Change of p99 query latency after/before as a ratio (0.1 = 10% slower); no query label = all queries pooled.",
+                        _percent_samples(rows, "p99_delta_pct"))
         lines += family("keel_kpi_latency_p99_delta_ratio_lower",
                         "Lower bound of the 95% block-bootstrap interval of that change; the gate breaches when it reaches the threshold.",
-                        lower_bounds)
+                        _lower_bound_samples(rows, "p99_delta_pct_ci"))
+        net = _percent_samples(rows, "p99_net_delta_pct")
+        if net:
+            lines += family("keel_kpi_latency_p99_net_delta_ratio",
+                            "The same change net of the host reference's (a statement no schema change can slow), as a ratio.", net)
+            lines += family("keel_kpi_latency_p99_net_delta_ratio_lower",
+                            "Lower bound of the 95% interval of the net change; a breach needs it at the threshold too.",
+                            _lower_bound_samples(rows, "p99_net_delta_pct_ci"))
+        reference = latency["evidence"].get("reference") or {}
+        if reference.get("p99_delta_pct") is not None:
+            lines += family("keel_kpi_latency_reference_p99_delta_ratio",
+                            "Change of the host reference's p99 between the measurements, as a ratio: how much busier the host was.",
+                            [({}, reference["p99_delta_pct"] / 100.0)])
     mttr = kpis.get("rollback_mttr")
     if mttr and mttr["value"] is not None:
         lines += family("keel_kpi_rollback_mttr_seconds", "Longest recorded rollback duration in the window, in seconds.", [({}, mttr["value"])])

@@ -73,6 +73,48 @@ def test_inconclusive_fails_when_asked():
     assert kpi["passed"] is False and "latency_inconclusive" in kpi["breaches"][0] and "rose 30.0%" in kpi["breaches"][0]
 
 
+def netted(name, delta, low, net_delta, net_low):
+    """A comparison entry with its change net of the host reference."""
+    row = entry(name, delta, low)
+    row.update({"p99_net_delta_pct": net_delta, "p99_net_delta_pct_ci": [net_low, net_delta + 20.0], "p99_net_ratio": 1 + net_delta / 100,
+                "p99_net_ratio_ci": [1 + net_low / 100, 1 + (net_delta + 20.0) / 100], "net_significant": net_low > 0})
+    return row
+
+
+@pytest.mark.parametrize(("raw", "net", "breached", "why"), [
+    ((30.0, 12.0), (28.0, 11.0), True, None),  # a regression: the reference did not move
+    ((60.0, 40.0), (2.0, -8.0), False, "the host reference rose with it"),  # the host was busier: raw only
+    ((8.0, -5.0), (25.0, 11.0), False, "the host was quieter"),  # a regression hidden by a quieter host: net only
+    ((5.0, -5.0), (4.0, -6.0), False, None),
+])
+def test_a_breach_needs_the_raw_and_the_net_change_beyond_the_threshold(raw, net, breached, why):
+    kpi = kpi_rules.evaluate_latency({"queries": [netted("q", raw[0], raw[1], net[0], net[1])], "overall": None}, 10)
+    (row,) = kpi["evidence"]["queries"]
+    assert row["breached"] is breached and kpi["passed"] is (not breached)
+    assert row["p99_net_delta_pct"] == net[0] and row["net_breached"] is (net[1] >= 10)
+    assert row["inconclusive"] is (why is not None)
+    if why:
+        assert any(why in warning for warning in kpi["warnings"]), kpi["warnings"]
+        assert "net of the host reference {0:+.1f}%".format(net[0]) in kpi["warnings"][0]
+        strict = kpi_rules.evaluate_latency({"queries": [netted("q", raw[0], raw[1], net[0], net[1])], "overall": None}, 10, inconclusive="fail")
+        assert strict["passed"] is False and why in strict["breaches"][0]
+    if breached:
+        assert "net of the host reference +28.0%, CI +11.0% .. +48.0%" in kpi["breaches"][0]
+
+
+def test_a_host_reference_that_rose_is_named_in_the_warnings_and_the_evidence():
+    reference = {"sql": "SELECT 1", "usable": True, "reason": None, "baseline": {"p99": 10.0}, "current": {"p99": 16.0}, "p99_delta_pct": 60.0,
+                 "p99_delta_pct_ci": [41.0, 75.0], "significant": True}
+    kpi = kpi_rules.evaluate_latency({"queries": [netted("q", 55.0, 35.0, 1.0, -9.0)], "overall": None, "reference": reference}, 10)
+    assert kpi["passed"] is True
+    assert kpi["evidence"]["reference"] == {"sql": "SELECT 1", "usable": True, "reason": None, "baseline_p99_ms": 10.0, "current_p99_ms": 16.0,
+                                            "p99_delta_pct": 60.0, "p99_delta_pct_ci": [41.0, 75.0]}
+    assert any("the host reference, which no schema change can slow, rose 60.0% at p99 (95% CI +41.0% .. +75.0%)" in warning
+               for warning in kpi["warnings"])
+    page = html_report.render(kpi_rules.summarize([kpi]), "t")
+    assert "Host reference <code>SELECT 1</code>" in page and "net of host reference" in page
+
+
 def test_an_unreliable_p99_is_a_warning_not_a_silent_pass():
     kpi = kpi_rules.evaluate_latency({"queries": [entry("q", 2.0, -5.0, reliable=False)], "overall": entry("overall", 2.0, -5.0, reliable=False)})
     assert kpi["passed"] is True

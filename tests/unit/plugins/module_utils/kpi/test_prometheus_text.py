@@ -77,3 +77,14 @@ def test_rendering_is_deterministic_and_skips_what_was_not_measured():
     families = parsed(prometheus_text.render(only_mttr))
     assert set(families) == {"keel_kpi_threshold", "keel_kpi_breached"}
     assert samples(families["keel_kpi_breached"]) == {(("kpi", "rollback_mttr"),): 0.0}
+
+
+def test_the_change_net_of_the_host_reference_and_the_reference_itself_are_exported_when_measured():
+    lookup = dict(row("lookup", 40.0, True), p99_net_delta_pct=4.0, p99_net_delta_pct_ci=[-6.0, 14.0])
+    reference = {"sql": "SELECT 1", "usable": True, "reason": None, "p99_delta_pct": 35.0, "p99_delta_pct_ci": [20.0, 50.0]}
+    families = parsed(prometheus_text.render(kpi_rules.summarize([
+        kpi_rules.evaluate_latency({"queries": [lookup], "overall": None, "reference": reference})])))
+    assert samples(families["keel_kpi_latency_p99_net_delta_ratio"]) == {(("query", "lookup"),): 0.04}
+    assert samples(families["keel_kpi_latency_p99_net_delta_ratio_lower"]) == {(("query", "lookup"),): -0.06}
+    assert samples(families["keel_kpi_latency_reference_p99_delta_ratio"]) == {(): 0.35}
+    assert samples(families["keel_kpi_breached"]) == {(("kpi", "latency"),): 0.0}, "raw +25% at the lower bound, net -6%: inconclusive"
