@@ -404,8 +404,8 @@ def _reference_to_time(conn, queries, settings, params, baseline):
         return None
     if baseline is not None:
         reference = reference_of(baseline)
-        return (lambda: [reference]) if reference is not None else None
-    return lambda: [calibrate(conn, queries, settings)]
+        return (lambda warm: [reference]) if reference is not None else None
+    return lambda warm: [calibrate(conn, queries, settings, warm)]
 
 
 def _comparison_warnings(comparison):

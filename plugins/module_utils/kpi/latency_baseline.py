@@ -61,6 +61,7 @@ import json
 import math
 import os
 import random
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.keel.postgres.plugins.module_utils.errors import InvalidOption
@@ -79,7 +80,7 @@ from ansible_collections.keel.postgres.plugins.module_utils.kpi.latency_sampler 
     QuerySamples,
     SamplerSettings,
 )
-from ansible_collections.keel.postgres.plugins.module_utils.kpi.percentiles import DEFINITION, p99_reliable, percentile, percentile_of_sorted, summarize
+from ansible_collections.keel.postgres.plugins.module_utils.kpi.percentiles import DEFINITION, p99_reliable, percentile_of_sorted, summarize
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.query_sources import transaction_control
 from ansible_collections.keel.postgres.plugins.module_utils.kpi.report_files import write_report
 
@@ -270,6 +271,7 @@ def compare(
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
     blocks: int = DEFAULT_BLOCKS,
+    reference_percentile: float = REFERENCE_PERCENTILE,
 ) -> Dict[str, Any]:
     """Compare two measurement documents, per query (matched by name) and overall (queries on both sides only).
 
@@ -283,7 +285,7 @@ def compare(
     base_queries = {query["name"]: query for query in baseline["queries"]}
     current_queries = {query["name"]: query for query in current["queries"]}
     common = [name for name in current_queries if name in base_queries]
-    reference, reference_pair = reference_comparison(baseline, current, common, resamples, seed, confidence, blocks)
+    reference, reference_pair = reference_comparison(baseline, current, common, resamples, seed, confidence, blocks, reference_percentile)
     entries = []
     for name in common:
         entry = compare_groups([base_queries[name]["samples_ms"]], [current_queries[name]["samples_ms"]], resamples, seed, confidence, blocks,
@@ -314,19 +316,29 @@ def compare(
             "resamples": resamples,
             "seed": seed,
             "overall_resampling": "the same blocks of rounds for every query",
-            "net_of_reference": "p99 ratio of the queries / p90 ratio of the host reference, from the same resampled blocks of rounds",
+            "net_of_reference": "p99 ratio of the queries / p{0:g} ratio of the host reference, from the same resampled blocks of rounds".format(
+                reference_percentile),
             "percentile_definition": DEFINITION,
             "significant_when": "the lower bound of the p99 ratio interval is above 1.0",
         },
     }
 
 
-ReferencePair = Tuple[Sequence[float], Sequence[float]]
+@dataclass(frozen=True)
+class ReferencePair:
+    """The host reference's samples on both sides, and the percentile whose ratio says how much slower the host was."""
+
+    baseline: Sequence[float]
+    current: Sequence[float]
+    percentile: float = REFERENCE_PERCENTILE
+
+    def host_slowdown(self, baseline_sorted: Sequence[float], current_sorted: Sequence[float]) -> float:
+        return _ratio(percentile_of_sorted(current_sorted, self.percentile), percentile_of_sorted(baseline_sorted, self.percentile))
 
 
 def reference_comparison(baseline: Mapping[str, Any], current: Mapping[str, Any], common: Sequence[str], resamples: int = DEFAULT_RESAMPLES,
-                         seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE,
-                         blocks: int = DEFAULT_BLOCKS) -> Tuple[Dict[str, Any], Optional[ReferencePair]]:
+                         seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE, blocks: int = DEFAULT_BLOCKS,
+                         percentile: float = REFERENCE_PERCENTILE) -> Tuple[Dict[str, Any], Optional[ReferencePair]]:
     """How the host reference changed, and its two sample sets when the queries can be judged net of it (else None).
 
     A current reference of another size (two measurements calibrated each on its own) is converted to the baseline's
@@ -343,7 +355,7 @@ def reference_comparison(baseline: Mapping[str, Any], current: Mapping[str, Any]
         entry.update(compare_samples(base_reference["samples_ms"], current_samples, resamples, seed, confidence, blocks))
     if reason is not None or current_samples is None:
         return entry, None
-    return entry, (base_reference["samples_ms"], current_samples)
+    return entry, ReferencePair(base_reference["samples_ms"], current_samples, percentile)
 
 
 def _current_reference_samples(base_reference: Optional[Mapping[str, Any]], current_reference: Optional[Mapping[str, Any]]) -> Optional[List[float]]:
@@ -405,7 +417,7 @@ def compare_groups(baseline_groups: Sequence[Sequence[float]], current_groups: S
 def _net_fields(ratio: float, interval: Optional[Tuple[float, float]], reference: Optional[ReferencePair]) -> Dict[str, Any]:
     if reference is None or interval is None:
         return {"p99_net_ratio": None, "p99_net_ratio_ci": None, "p99_net_delta_pct": None, "p99_net_delta_pct_ci": None, "net_significant": None}
-    net = _ratio(ratio, _ratio(percentile(reference[1], REFERENCE_PERCENTILE), percentile(reference[0], REFERENCE_PERCENTILE)))
+    net = _ratio(ratio, reference.host_slowdown(sorted(reference.baseline), sorted(reference.current)))
     low, high = interval
     return {
         "p99_net_ratio": _finite(net, 4),
@@ -445,7 +457,7 @@ def bootstrap_intervals(
     rng = random.Random(seed)
     baseline_blocks = [consecutive_blocks(group, blocks) for group in baseline_groups]
     current_blocks = [consecutive_blocks(group, blocks) for group in current_groups]
-    reference_blocks = [consecutive_blocks(samples, blocks) for samples in reference] if reference is not None else None
+    reference_blocks = [consecutive_blocks(samples, blocks) for samples in (reference.baseline, reference.current)] if reference is not None else None
     raw: List[float] = []
     net: List[float] = []
     for _round in range(resamples):
@@ -454,9 +466,8 @@ def bootstrap_intervals(
         ratio = _ratio(percentile_of_sorted(current, q), percentile_of_sorted(base, q))
         raw.append(ratio)
         if reference_blocks is not None and base_positions is not None and current_positions is not None:
-            host_speed = _ratio(percentile_of_sorted(_taken(reference_blocks[1], current_positions), REFERENCE_PERCENTILE),
-                                percentile_of_sorted(_taken(reference_blocks[0], base_positions), REFERENCE_PERCENTILE))
-            net.append(_ratio(ratio, host_speed))
+            host_slowdown = reference.host_slowdown(_taken(reference_blocks[0], base_positions), _taken(reference_blocks[1], current_positions))
+            net.append(_ratio(ratio, host_slowdown))
     return {"raw": _interval(raw, confidence), "net": _interval(net, confidence) if len(net) == resamples else None}
 
 

@@ -92,24 +92,27 @@ def sample_latencies(
     settings: SamplerSettings,
     metrics: Any = None,
     clock: Callable[[], float] = time.perf_counter,
-    after_warmup: Optional[Callable[[], Sequence[LatencyQuery]]] = None,
+    after_warmup: Optional[Callable[[Sequence[QuerySamples]], Sequence[LatencyQuery]]] = None,
 ) -> List[QuerySamples]:
-    """Run ``settings.warmup`` unrecorded rounds, then ``settings.runs`` timed rounds; samples in milliseconds.
+    """Run ``settings.warmup`` rounds that are not part of the result, then ``settings.runs`` timed rounds; samples in
+    milliseconds.
 
-    ``after_warmup``, when given, is called once the warmup is over and returns statements timed in every recorded
-    round beside ``queries`` (the host reference, which is sized on warm queries); their samples come last.
+    ``after_warmup``, when given, is called once the warmup is over with the warmup's timings (all but the first
+    round's, which pays for cold caches; empty without a warmup) and returns statements timed in every recorded round
+    beside ``queries`` (the host reference, sized on them); their samples come last.
     ``conn`` must be an autocommit psycopg connection: the transactions are opened here, one per execution.
     """
     if not conn.autocommit:
         raise ValueError("sample_latencies needs an autocommit connection; it opens one transaction per execution")
     timed = list(queries)
+    warm = [QuerySamples(query=query, samples_ms=[]) for query in timed]
     for round_index in range(settings.warmup):
         with _phase(metrics, "warmup"):
-            run_round(conn, timed, None, round_index, settings, clock)
+            run_round(conn, timed, warm if round_index > 0 else None, round_index, settings, clock)
         _count_executions(metrics, len(timed))
     if after_warmup is not None:
         with _phase(metrics, "calibrate"):
-            timed.extend(after_warmup())
+            timed.extend(after_warmup(warm))
     results = [QuerySamples(query=query, samples_ms=[]) for query in timed]
     for round_index in range(settings.warmup, settings.warmup + settings.runs):
         with _phase(metrics, "measure"):

@@ -43,7 +43,9 @@ def test_the_series_stays_within_its_bounds_and_falls_back_to_the_probe():
     (131072, 131072, [2.0, 4.0]),
     (262144, 131072, [1.0, 2.0]),  # twice the rows: half the time each
     (65536, 131072, [4.0, 8.0]),
-    (524288, 131072, None),  # four times: too far apart to convert
+    (524288, 131072, [0.5, 1.0]),
+    (1048576, 131072, None),  # eight times: too far apart to convert
+    (16384, 131072, None),
 ])
-def test_samples_convert_between_neighbouring_sizes_only(series, target, expected):
+def test_samples_convert_between_near_sizes_only(series, target, expected):
     assert scale_to([2.0, 4.0], series, target) == expected
