@@ -95,7 +95,7 @@ options:
     default: 30s
   host_reference:
     description:
-      - "Also time, in every round, a statement that touches no table: C(SELECT count(*) FROM (SELECT generate_series(1, N)) AS series),
+      - "Also time, in every round, a statement that touches no table: SELECT count(*) FROM (SELECT generate_series(1, N)) AS series,
         with N sized after the warmup so that it lasts about as long as the median query. No schema change can slow it;
         a host that is busier during one measurement (another workload, a CI neighbour, CPU steal) slows it with the
         queries."
