@@ -346,9 +346,9 @@ def reference_comparison(baseline: Mapping[str, Any], current: Mapping[str, Any]
     """
     base_reference = baseline.get("reference")
     current_reference = current.get("reference")
-    reason = reference_unusable_reason(baseline, current, common)
-    entry: Dict[str, Any] = {"sql": (base_reference or current_reference or {}).get("sql"), "usable": reason is None, "reason": reason}
     current_samples = _current_reference_samples(base_reference, current_reference)
+    reason = reference_unusable_reason(baseline, current, common, current_samples)
+    entry: Dict[str, Any] = {"sql": (base_reference or current_reference or {}).get("sql"), "usable": reason is None, "reason": reason}
     if current_samples is not None:
         if current_reference["sql"] != base_reference["sql"]:
             entry["current_sql"] = current_reference["sql"]
@@ -366,13 +366,15 @@ def _current_reference_samples(base_reference: Optional[Mapping[str, Any]], curr
                     int(series_of(base_reference["sql"]) or 0) or 1)
 
 
-def reference_unusable_reason(baseline: Mapping[str, Any], current: Mapping[str, Any], common: Sequence[str]) -> Optional[str]:
-    """Why the queries cannot be judged net of the host reference, or None when they can."""
+def reference_unusable_reason(baseline: Mapping[str, Any], current: Mapping[str, Any], common: Sequence[str],
+                              current_samples: Optional[List[float]]) -> Optional[str]:
+    """Why the queries cannot be judged net of the host reference, or None when they can; ``current_samples`` are the
+    current reference's at the baseline's size (``_current_reference_samples``)."""
     if not baseline.get("reference"):
         return "the baseline was measured without a host reference"
     if not current.get("reference"):
         return "the current measurement has no host reference"
-    if _current_reference_samples(baseline["reference"], current["reference"]) is None:
+    if current_samples is None:
         return ("the host references differ in size more than {0:g}-fold ({1} and {2}): the queries' typical time changed that much; "
                 "compare mode times the baseline's reference again".format(MAX_SCALE, baseline["reference"]["sql"], current["reference"]["sql"]))
     for side, document in (("baseline", baseline), ("current measurement", current)):
@@ -466,7 +468,8 @@ def bootstrap_intervals(
         ratio = _ratio(percentile_of_sorted(current, q), percentile_of_sorted(base, q))
         raw.append(ratio)
         if reference_blocks is not None and base_positions is not None and current_positions is not None:
-            host_slowdown = reference.host_slowdown(_taken(reference_blocks[0], base_positions), _taken(reference_blocks[1], current_positions))
+            host_slowdown = reference.host_slowdown(sorted(_taken(reference_blocks[0], base_positions)),
+                                                    sorted(_taken(reference_blocks[1], current_positions)))
             net.append(_ratio(ratio, host_slowdown))
     return {"raw": _interval(raw, confidence), "net": _interval(net, confidence) if len(net) == resamples else None}
 
@@ -532,8 +535,8 @@ def _resample(rng: random.Random, grouped_blocks: Sequence[Sequence[Sequence[flo
 
 
 def _taken(blocks: Sequence[Sequence[float]], positions: Sequence[int]) -> List[float]:
-    """The values of ``blocks`` at ``positions``, sorted."""
-    return sorted(value for position in positions for value in blocks[position])
+    """The values of ``blocks`` at ``positions``, in no order."""
+    return [value for position in positions for value in blocks[position]]
 
 
 def _ratio(numerator: float, denominator: float) -> float:
