@@ -17,24 +17,7 @@ import threading
 import time
 from typing import Iterator, List
 
-
-def children_of(pid: int) -> List[int]:
-    """The processes whose parent is ``pid`` (read from /proc at the moment of the call)."""
-    listed = "/proc/{0}/task/{0}/children".format(pid)
-    if os.path.exists(listed):
-        with open(listed, encoding="ascii") as stream:
-            return [int(child) for child in stream.read().split()]
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/{0}/stat".format(entry), encoding="ascii", errors="replace") as stream:
-                    fields = stream.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
+from tests.harness.processes import children
 
 
 def signal_quietly(pids: List[int], signum: int) -> None:
@@ -51,7 +34,7 @@ def stolen_cpu(postmaster_pid: int, stopped_ms: float = 4.0, running_ms: float =
 
     def cycle() -> None:
         while not done.is_set():
-            stopped[:] = children_of(postmaster_pid)
+            stopped[:] = children(postmaster_pid)
             signal_quietly(stopped, signal.SIGSTOP)
             time.sleep(stopped_ms / 1000.0)
             signal_quietly(stopped, signal.SIGCONT)
@@ -64,4 +47,4 @@ def stolen_cpu(postmaster_pid: int, stopped_ms: float = 4.0, running_ms: float =
     finally:
         done.set()
         thread.join()
-        signal_quietly(children_of(postmaster_pid), signal.SIGCONT)
+        signal_quietly(children(postmaster_pid), signal.SIGCONT)

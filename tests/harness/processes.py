@@ -143,9 +143,39 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def children(pid: int) -> list[int]:
+    """The live children of `pid`: the kernel's per-thread lists (a child belongs to the thread that forked it), or,
+    on a kernel without them, a scan of /proc."""
+    try:
+        lists = [task / "children" for task in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return []  # gone, so childless
+    if not lists[0].exists():
+        return _children_by_parent().get(pid, [])
+    found: list[int] = []
+    for listed in lists:
+        try:
+            found.extend(int(child) for child in listed.read_text().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """Every live descendant of `pid`, found through /proc (children first seen, then theirs)."""
-    children: dict[int, list[int]] = {}
+    by_parent = _children_by_parent()
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in by_parent.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every live process under its parent, from one scan of /proc."""
+    by_parent: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -153,11 +183,5 @@ def descendants(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
+        by_parent.setdefault(int(fields[1]), []).append(int(entry.name))
+    return by_parent
