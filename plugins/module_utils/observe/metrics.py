@@ -99,20 +99,18 @@ class RunMetrics:
 
     def count(self, name: str, amount: Number = 1) -> None:
         """Add to a counter of the run and of the innermost open phase."""
-        self._counters[name] = self._counters.get(name, 0) + amount
-        if self._open:
-            counters = self.records[self._open[-1]].counters
-            counters[name] = counters.get(name, 0) + amount
+        self._record(name, amount, is_maximum=False)
 
     def maximum(self, name: str, value: Number) -> None:
         """Keep the largest value seen (longest lock wait, peak lag)."""
         self._maxima.add(name)
-        if name not in self._counters or value > self._counters[name]:
-            self._counters[name] = value
-        if self._open:
-            counters = self.records[self._open[-1]].counters
-            if name not in counters or value > counters[name]:
-                counters[name] = value
+        self._record(name, value, is_maximum=True)
+
+    def _record(self, name: str, value: Number, is_maximum: bool) -> None:
+        """Combine ``value`` into the run's counter and the innermost open phase's, as a sum or as a maximum."""
+        targets = [self._counters] + ([self.records[self._open[-1]].counters] if self._open else [])
+        for counters in targets:
+            counters[name] = _combine(is_maximum, counters.get(name), value)
 
     def gauge(self, name: str, value: Number, labels: Optional[Dict[str, str]] = None) -> None:
         """Set a value that is a reading, not a sum (table size before, monthly cost); ``labels`` split it into series."""
